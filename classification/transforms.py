@@ -1,0 +1,87 @@
+"""Albumentations pipelines built from the model's own data config (timm `resolve_data_config`).
+
+Three kinds: `eval` (resize + centre crop), `weak` (FixMatch's flip and small shift) and
+`strong` (weak + RandAugment-style ops with random magnitudes + Cutout). Mean, std, size and
+interpolation always come from the model, so nothing here is tied to one backbone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+
+KINDS = ("eval", "weak", "strong")
+_INTERP = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a model expects as input."""
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    crop_pct: float = 1.0
+
+
+def data_config(model, size: int | None = None, crop_pct: float | None = None) -> DataConfig:
+    """Resolve input size, mean/std and interpolation from a timm model's pretrained config.
+
+    `crop_pct` defaults to 1.0 (no border cropped away): pseudo-labelling looks at whole images,
+    and on small images the model's ImageNet crop would cut off part of the object.
+    """
+    from timm.data import resolve_data_config
+
+    cfg = resolve_data_config(model=model)
+    return DataConfig(size=int(size or cfg["input_size"][-1]), mean=tuple(cfg["mean"]),
+                      std=tuple(cfg["std"]), interpolation=cfg.get("interpolation", "bicubic"),
+                      crop_pct=float(crop_pct if crop_pct is not None else 1.0))
+
+
+def create_transform(kind: str, cfg: DataConfig, n_ops: int = 2) -> A.Compose:
+    """Build the `eval`, `weak` or `strong` pipeline. Output: float32 HWC, normalised."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown transform kind {kind!r}; valid: {', '.join(KINDS)}")
+    interp = _INTERP.get(cfg.interpolation, cv2.INTER_CUBIC)
+    resize = [A.SmallestMaxSize(max_size=int(round(cfg.size / cfg.crop_pct)), interpolation=interp),
+              A.CenterCrop(cfg.size, cfg.size)]
+    ops = list(resize)
+    if kind in ("weak", "strong"):
+        ops += [A.HorizontalFlip(p=0.5),
+                A.Affine(translate_percent=(-0.125, 0.125), border_mode=cv2.BORDER_REFLECT_101, p=1.0)]
+    if kind == "strong":
+        ops += [A.SomeOf(_randaugment_ops(), n=n_ops, replace=True, p=1.0),
+                A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(0.1, 0.5),
+                                hole_width_range=(0.1, 0.5), fill=127, p=1.0)]
+    ops.append(A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0))
+    return A.Compose(ops)
+
+
+def transform_id(transform: A.Compose) -> str:
+    """A short stable id of a pipeline's full definition: part of every feature-cache key."""
+    spec = json.dumps(A.to_dict(transform), sort_keys=True, default=str)
+    return hashlib.blake2b((A.__version__ + spec).encode(), digest_size=8).hexdigest()
+
+
+def _randaugment_ops() -> list:
+    """RandAugment's 14 ops (FixMatch list), each with a magnitude drawn uniformly per call."""
+    border = cv2.BORDER_CONSTANT
+    return [
+        A.NoOp(),
+        A.AutoContrast(p=1.0),
+        A.Equalize(p=1.0),
+        A.RandomBrightnessContrast(brightness_limit=0.45, contrast_limit=0, p=1.0),
+        A.RandomBrightnessContrast(brightness_limit=0, contrast_limit=0.45, p=1.0),
+        A.ColorJitter(brightness=0, contrast=0, saturation=(0.05, 1.95), hue=0, p=1.0),
+        A.Sharpen(alpha=(0.05, 0.95), lightness=(1.0, 1.0), p=1.0),
+        A.Posterize(num_bits=(4, 8), p=1.0),
+        A.Solarize(threshold_range=(0.0, 1.0), p=1.0),
+        A.Affine(rotate=(-30, 30), border_mode=border, fill=127, p=1.0),
+        A.Affine(shear={"x": (-17, 17), "y": (0, 0)}, border_mode=border, fill=127, p=1.0),
+        A.Affine(shear={"x": (0, 0), "y": (-17, 17)}, border_mode=border, fill=127, p=1.0),
+        A.Affine(translate_percent={"x": (-0.3, 0.3), "y": (0, 0)}, border_mode=border, fill=127, p=1.0),
+        A.Affine(translate_percent={"x": (0, 0), "y": (-0.3, 0.3)}, border_mode=border, fill=127, p=1.0),
+    ]
