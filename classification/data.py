@@ -49,6 +49,11 @@ class ImageSet:
         return ImageSet([self.paths[i] for i in idx], [self.hashes[i] for i in idx],
                         self.labels[idx].copy(), list(self.classes), [])
 
+    def concat(self, other: "ImageSet") -> "ImageSet":
+        return ImageSet(self.paths + other.paths, self.hashes + other.hashes,
+                        np.concatenate([self.labels, other.labels]), list(self.classes or other.classes),
+                        self.skipped + other.skipped)
+
     def drop(self, bad_paths: set[str], reasons: dict[str, str] | None = None) -> "ImageSet":
         """A copy without `bad_paths`; their reasons are appended to `skipped`."""
         keep = [i for i, p in enumerate(self.paths) if p not in bad_paths]

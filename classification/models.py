@@ -49,11 +49,16 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
         raise
     if weights not in (None, "hub"):
         _load_backbone(model, name, weights)
+    width = model.get_classifier().in_features
     if head == "mlp":
-        width = model.get_classifier().in_features
         model.reset_classifier(0)
         model.classifier = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True),
                                          nn.Dropout(0.2), nn.Linear(hidden, num_classes))
+    else:
+        # A zero-initialised linear head starts from the minimum-norm solution; timm's wide random
+        # init leaves noise in the many directions a few labelled images never constrain.
+        nn.init.zeros_(model.get_classifier().weight)
+        nn.init.zeros_(model.get_classifier().bias)
     return model
 
 

@@ -1,0 +1,52 @@
+"""A trained classifier on disk: a folder with `model.pt` (a plain state dict, loaded with
+`weights_only=True`), `classes.json`, and `config.json` (training and input settings)."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from classification.config import TrainConfig
+from classification.data import load_class_map, save_class_map
+from classification.errors import InputError
+from classification.fileio import write_bytes, write_json
+from classification.models import create_classifier
+from classification.transforms import DataConfig
+
+
+def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cfg: TrainConfig,
+                    data_cfg: DataConfig) -> Path:
+    folder = Path(folder)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    write_bytes(folder / "model.pt", buf.getvalue())
+    save_class_map(folder / "classes.json", classes)
+    write_json(folder / "config.json", {"train": cfg.to_dict(), "data": data_cfg.__dict__})
+    return folder
+
+
+def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConfig, DataConfig]:
+    """Rebuild the model from its config and load the weights (no pickle involved)."""
+    folder = Path(folder)
+    for name in ("model.pt", "classes.json", "config.json"):
+        if not (folder / name).is_file():
+            raise InputError(f"not a checkpoint folder: {folder} has no {name}")
+    try:
+        meta = json.loads((folder / "config.json").read_text())
+        cfg = TrainConfig.from_dict(meta["train"])
+        data = meta["data"]
+        data_cfg = DataConfig(size=data["size"], mean=tuple(data["mean"]), std=tuple(data["std"]),
+                              interpolation=data["interpolation"], crop_pct=data["crop_pct"])
+    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {e}") from None
+    classes = load_class_map(folder / "classes.json")
+    model = create_classifier(cfg.model, len(classes), weights=None, head=cfg.head, hidden=cfg.hidden)
+    try:
+        state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # a damaged or foreign file
+        raise InputError(f"cannot load {folder / 'model.pt'}: {str(e).splitlines()[0]}") from None
+    return model.eval(), classes, cfg, data_cfg

@@ -1,0 +1,95 @@
+"""Training configuration: one frozen dataclass, validated on construction."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from classification.errors import InputError
+
+MODES = ("auto", "head", "finetune")
+OPTIMIZERS = ("adamw", "sgd")
+LOSSES = ("ce", "bce", "focal")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: str = "efficientnet_lite0"   # any timm model name
+    weights: str | None = "auto"        # state-dict file, "auto" (packaged), "hub" (download), None (random)
+    img_size: int | None = None         # None: the model's own input size
+    mode: str = "auto"                  # head (frozen backbone, cached features) | finetune | auto (finetune on CUDA)
+    head: str = "linear"                # linear | mlp
+    hidden: int = 512                   # width of the mlp head
+    loss: str = "ce"                    # ce | bce (one-hot) | focal
+    label_smoothing: float = 0.0        # for ce and bce; 0.1 is common when labels are plenty
+    optimizer: str = "adamw"            # adamw | sgd (momentum 0.9)
+    lr: float = 3e-3                    # head learning rate; the backbone gets lr * backbone_lr_mult
+    weight_decay: float = 1e-4
+    batch_size: int = 64
+    epochs: int = 60                    # head mode; an epoch is one pass over the training set
+    val_fraction: float = 0.2           # share of human labels held out for validation (per class)
+    refit: bool = True                  # head mode: once validation has picked the epoch count, retrain
+                                        # the head on train + val for that many epochs (few labels are
+                                        # too precious to leave out); reported val metrics stay honest
+    patience: int = 5                   # early stopping on validation loss (seed defaults)
+    min_delta: float = 0.001
+    plateau_factor: float = 0.15        # ReduceLROnPlateau on validation loss
+    plateau_patience: int = 2
+    n_views: int = 4                    # head mode: cached augmented views per image, one sampled per epoch
+    n_ops: int = 2                      # RandAugment ops per strong view
+    stage1_epochs: int = 3              # finetune: head only
+    stage2_epochs: int = 10             # finetune: unfrozen backbone
+    unfreeze_blocks: int = -1           # finetune stage 2: last N blocks, -1 = all
+    backbone_lr_mult: float = 0.1
+    workers: int | None = None          # DataLoader decoding workers; None: cores - 1
+    device: str = "auto"                # auto | cpu | cuda[:i]
+    runtime: str = "auto"               # backbone runtime for features: auto (onnx on CPU) | onnx | torch
+    seed: int = 0
+
+    def __post_init__(self):
+        _check_choice("mode", self.mode, MODES)
+        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice("loss", self.loss, LOSSES)
+        _check_choice("head", self.head, ("linear", "mlp"))
+        for name in ("lr", "batch_size", "hidden"):
+            if getattr(self, name) <= 0:
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("epochs", "stage1_epochs", "stage2_epochs", "n_views", "patience"):
+            if getattr(self, name) < 0:
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.img_size is not None and self.img_size < 16:
+            raise InputError(f"img_size must be at least 16, got {self.img_size}")
+        if not 0 <= self.label_smoothing < 1:
+            raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+
+    def resolved_mode(self, device: str) -> str:
+        if self.mode != "auto":
+            return self.mode
+        return "finetune" if device.startswith("cuda") else "head"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise InputError(f"unknown train setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return cls(**values)
+
+    def with_(self, **changes) -> "TrainConfig":
+        return replace(self, **changes)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise InputError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")

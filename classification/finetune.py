@@ -1,0 +1,147 @@
+"""Finetune mode (the CUDA default): stage 1 trains the head on a frozen backbone, stage 2
+unfreezes the last N blocks (or all) with the backbone at `backbone_lr_mult` of the head's LR.
+Images are decoded by DataLoader workers; augmentation seeds depend on (image, epoch, seed), so a
+CPU run is repeatable whatever the worker count. AMP and channels_last on CUDA.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from classification.cache import FeatureCache
+from classification.config import TrainConfig
+from classification.data import ImageSet
+from classification.datasets import ImageDataset, make_loader, view_seed
+from classification.losses import create_loss
+from classification.metrics import scores
+from classification.models import classifier_module
+from classification.trainer import create_optimizer, run_stage
+from classification.transforms import create_transform
+
+
+def fit_finetune(model: nn.Module, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet,
+                 cache: FeatureCache, strong, sample_weight, device, progress, on_epoch):
+    cuda = device.startswith("cuda")
+    model.to(device=device, memory_format=torch.channels_last)
+    loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
+    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
+    head = classifier_module(model)
+    tf = {k: create_transform(k, data_cfg, cfg.n_ops) for k in ("eval", "weak", "strong")}
+    labels = torch.from_numpy(train.labels)
+    weights = torch.from_numpy(sample_weight)
+    skipped: list[tuple[str, str]] = []
+
+    def train_epoch_for(stage_offset: int):
+        def train_epoch(epoch: int) -> float:
+            model.train()
+            if not any(p.requires_grad for n, p in model.named_parameters() if not _is_head(model, n)):
+                model.eval()  # stage 1: keep the frozen backbone's BatchNorm statistics
+                head.train()
+            loader = _train_loader(train, strong, tf, cfg, stage_offset + epoch)
+            total, count = 0.0, 0
+            for idx, x, bad in loader:
+                skipped.extend((train.paths[i], why) for i, why in bad if epoch == 0)
+                if x is None:
+                    continue
+                x = x[:, 0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                y, w = labels[idx].to(device), weights[idx].to(device)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
+                    loss = loss_fn(model(x).float(), y, w)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+                total, count = total + loss.item() * len(idx), count + len(idx)
+            return total / max(count, 1)
+        return train_epoch
+
+    evaluate = _evaluator(model, val, tf["eval"], cfg, device, loss_fn)
+    history: list[dict] = []
+    _freeze_backbone(model, head)
+    opt = create_optimizer(cfg.optimizer, [{"params": head.parameters(), "lr": cfg.lr}], cfg.weight_decay)
+    best = run_stage(model, train_epoch_for(0), evaluate, opt, cfg.stage1_epochs, cfg, "stage1",
+                     history, on_epoch, progress)
+    if cfg.stage2_epochs:
+        backbone = _unfreeze(model, head, cfg.unfreeze_blocks)
+        opt = create_optimizer(cfg.optimizer, [{"params": head.parameters(), "lr": cfg.lr},
+                                               {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}],
+                               cfg.weight_decay)
+        best = run_stage(model, train_epoch_for(cfg.stage1_epochs), evaluate, opt, cfg.stage2_epochs,
+                         cfg, "stage2", history, on_epoch, progress)
+    return history, best, skipped
+
+
+def _train_loader(train: ImageSet, strong: np.ndarray, tf: dict, cfg: TrainConfig, epoch: int):
+    """A loader for one epoch: weak views for human labels, strong for pseudo-labels."""
+    parts = []
+    for kind, mask in (("weak", ~strong), ("strong", strong)):
+        idx = np.flatnonzero(mask)
+        if len(idx):
+            seeds = [[view_seed(train.hashes[i], epoch, cfg.seed)] for i in idx]
+            parts.append(_Indexed(ImageDataset([train.paths[i] for i in idx], tf[kind], seeds), idx))
+    dataset = torch.utils.data.ConcatDataset(parts)
+    return make_loader(dataset, cfg.batch_size, cfg.workers, shuffle=True, seed=cfg.seed + epoch)
+
+
+class _Indexed(torch.utils.data.Dataset):
+    """Maps a sub-dataset's positions back to rows of the full training set."""
+
+    def __init__(self, dataset: ImageDataset, rows: np.ndarray):
+        self.dataset, self.rows = dataset, rows
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        _, x, why = self.dataset[i]
+        return int(self.rows[i]), x, why
+
+
+def _evaluator(model, val: ImageSet, transform, cfg: TrainConfig, device: str, loss_fn):
+    loader_args = (ImageDataset(val.paths, transform), cfg.batch_size, cfg.workers)
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        if len(val) == 0:
+            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+        model.eval()
+        logits, rows = [], []
+        for idx, x, _ in make_loader(*loader_args):
+            if x is not None:
+                x = x[:, 0].to(device).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.startswith("cuda")):
+                    logits.append(model(x).float().cpu())
+                rows.append(idx)
+        if not logits:
+            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+        logits, y = torch.cat(logits), torch.from_numpy(val.labels[torch.cat(rows).numpy()])
+        return {"loss": float(loss_fn(logits, y)), **scores(y.numpy(), logits.argmax(1).numpy(),
+                                                            len(val.classes))}
+
+    return evaluate
+
+
+def _is_head(model: nn.Module, name: str) -> bool:
+    return name.split(".")[0] == model.pretrained_cfg.get("classifier", "classifier")
+
+
+def _freeze_backbone(model: nn.Module, head: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad = False
+    for p in head.parameters():
+        p.requires_grad = True
+
+
+def _unfreeze(model: nn.Module, head: nn.Module, last_blocks: int) -> list[nn.Parameter]:
+    """Unfreeze all backbone layers, or the last N blocks plus what follows them."""
+    if last_blocks < 0 or not hasattr(model, "blocks"):
+        modules = [m for n, m in model.named_children() if not _is_head(model, n)]
+    else:
+        blocks = list(model.blocks)
+        tail = [m for n, m in model.named_children() if n in ("conv_head", "bn2", "norm", "head_norm")]
+        modules = blocks[len(blocks) - last_blocks:] + tail
+    params = [p for m in modules for p in m.parameters()]
+    for p in params:
+        p.requires_grad = True
+    return params
