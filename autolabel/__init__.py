@@ -1,0 +1,2 @@
+"""The autolabel pipeline: the pseudo-labelling loop, threshold policies, guards, tracking and CLI."""
+__all__ = ["supervised"]

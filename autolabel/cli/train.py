@@ -1,0 +1,64 @@
+"""`autolabel train` and `autolabel predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from autolabel.cli.common import open_cache, print_skips, progress_enabled, weights_choice
+from autolabel.supervised import predict_to_csv, train_supervised
+from classification.config import TrainConfig
+
+
+def train(
+    data_clean: Path = typer.Option(..., "--data-clean", help="Labelled images: a folder per class or a path,label CSV."),
+    out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
+    mode: str = typer.Option("auto", help="head (frozen backbone, cached features) | finetune | auto."),
+    model: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
+    weights: Optional[Path] = typer.Option(None, help="Backbone state-dict file."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
+                                              help="Download timm hub weights / start from random weights."),
+    epochs: Optional[int] = typer.Option(None, help="Head-mode epochs (finetune: stage-2 epochs)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size; default: the model's."),
+    head: str = typer.Option("linear", help="linear | mlp."),
+    loss: str = typer.Option("ce", help="ce | bce | focal."),
+    lr: float = typer.Option(3e-3, help="Head learning rate."),
+    val_fraction: float = typer.Option(0.2, help="Share of labels per class held out for validation."),
+    test: Optional[Path] = typer.Option(None, help="Labelled test images to score the result on."),
+    seed: int = typer.Option(0, help="Random seed."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda."),
+    workers: Optional[int] = typer.Option(None, help="Decoding workers (default: cores - 1)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+):
+    """Train a classifier on human labels and write a checkpoint folder."""
+    changes = {"stage2_epochs" if mode == "finetune" else "epochs": epochs} if epochs is not None else {}
+    cfg = TrainConfig(model=model, weights=weights_choice(weights, pretrained), mode=mode, head=head,
+                      loss=loss, lr=lr, img_size=img_size, val_fraction=val_fraction, seed=seed,
+                      device=device, workers=workers, **changes)
+    metrics = train_supervised(data_clean, out, cfg, open_cache(cache_dir), test=test,
+                               progress=progress_enabled())
+    best = metrics["best_epoch"]
+    typer.echo(f"trained {metrics['mode']} mode on {metrics['n_train']} images "
+               f"(validation {metrics['n_val']}); best epoch {best.get('epoch')} "
+               f"val macro-F1 {best.get('val_macro_f1', float('nan')):.3f}")
+    if "test" in metrics:
+        typer.echo(f"test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}")
+    print_skips(typer.echo, [(s["path"], s["reason"]) for s in metrics["skipped"]])
+    typer.echo(f"checkpoint: {out}")
+
+
+def predict(
+    checkpoint: Path = typer.Option(..., help="A folder written by `autolabel train`."),
+    images: Path = typer.Option(..., help="Images to label: a folder (any depth) or a CSV with a path column."),
+    out: Path = typer.Option(..., "--out", help="CSV to write: path,label,confidence,prob_<class>."),
+    views: int = typer.Option(1, help="Average the probabilities of this many weak views (1: eval view)."),
+    batch_size: int = typer.Option(64),
+    workers: Optional[int] = typer.Option(None, help="Decoding workers (default: cores - 1)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+):
+    """Label images with a trained checkpoint."""
+    frame, skipped = predict_to_csv(checkpoint, images, out, open_cache(cache_dir), n_views=views,
+                                    batch_size=batch_size, workers=workers, progress=progress_enabled())
+    typer.echo(f"predicted {len(frame)} images -> {out}")
+    print_skips(typer.echo, skipped)

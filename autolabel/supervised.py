@@ -1,0 +1,71 @@
+"""Supervised training and prediction jobs behind `autolabel train` and `autolabel predict`."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from classification.cache import FeatureCache
+from classification.checkpoint import load_checkpoint, save_checkpoint
+from classification.config import TrainConfig
+from classification.data import ImageSet, load_labeled, load_unlabeled, stratified_split
+from classification.engine import fit
+from classification.fileio import write_csv, write_json
+from classification.inference import predict
+from classification.metrics import confusion_png, report, scores
+
+_logger = logging.getLogger(__name__)
+
+
+def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, cache: FeatureCache,
+                     test: str | Path | None = None, progress: bool = False) -> dict:
+    """Split human labels, fit, evaluate on validation (and `test`), and write a checkpoint folder.
+
+    Writes model.pt, classes.json, config.json, metrics.json and confusion_matrix.png to `out`.
+    """
+    labeled = load_labeled(data_clean)
+    train_idx, val_idx = stratified_split(labeled.labels, cfg.val_fraction, cfg.seed)
+    result = fit(cfg, labeled.subset(train_idx), labeled.subset(val_idx), cache, progress=progress)
+    out = Path(out)
+    save_checkpoint(out, result.model, labeled.classes, cfg, result.data_cfg)
+    metrics = {"mode": result.mode, "n_train": len(train_idx), "n_val": len(val_idx),
+               "best_epoch": result.best, "history": result.history,
+               "skipped": [{"path": p, "reason": r} for p, r in labeled.skipped + result.skipped]}
+    target = load_labeled(test, classes=labeled.classes) if test else labeled.subset(val_idx)
+    name = "test" if test else "val"
+    if len(target):
+        pred = predict(result.model, target, result.data_cfg, cache, runtime=cfg.runtime,
+                       batch_size=cfg.batch_size, workers=cfg.workers, progress=progress)
+        y_true, y_pred = target.labels[pred.ok], pred.probs[pred.ok].argmax(1)
+        metrics[name] = {**scores(y_true, y_pred, len(labeled.classes)),
+                         "report": report(y_true, y_pred, labeled.classes)}
+        confusion_png(y_true, y_pred, labeled.classes, out / "confusion_matrix.png",
+                      title=f"Confusion matrix ({name})")
+    write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def predict_to_csv(checkpoint: str | Path, images: str | Path, out_csv: str | Path, cache: FeatureCache,
+                   n_views: int = 1, batch_size: int = 64, workers: int | None = None,
+                   progress: bool = False) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Predict every image under `images` (folder or CSV) and write path,label,confidence,prob_*."""
+    model, classes, cfg, data_cfg = load_checkpoint(checkpoint)
+    pool = _image_source(images)
+    kind = "eval" if n_views <= 1 else "weak"
+    pred = predict(model, pool, data_cfg, cache, kind=kind, n_views=n_views, runtime=cfg.runtime,
+                   batch_size=batch_size, workers=workers, progress=progress)
+    probs = pred.probs[pred.ok]
+    frame = pd.DataFrame({"path": np.array(pool.paths)[pred.ok],
+                          "label": np.array(classes)[probs.argmax(1)] if len(probs) else [],
+                          "confidence": probs.max(1) if len(probs) else []})
+    for i, c in enumerate(classes):
+        frame[f"prob_{c}"] = probs[:, i] if len(probs) else []
+    write_csv(out_csv, frame)
+    return frame, pool.skipped + pred.skipped
+
+
+def _image_source(images: str | Path) -> ImageSet:
+    """A folder or CSV of images to predict; a labelled CSV's labels are ignored."""
+    return load_unlabeled(images)
