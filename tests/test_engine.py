@@ -1,0 +1,93 @@
+"""Training and inference on the bundled sample: real images, real weights, real ONNX Runtime."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from classification.checkpoint import load_checkpoint, save_checkpoint
+from classification.config import TrainConfig
+from classification.data import load_labeled, stratified_split
+from classification.engine import fit
+from classification.inference import predict
+
+SIZE = 128  # small input keeps the tests in seconds; the benchmarks use 224
+
+
+def _train(sample, cache, **kw):
+    lb = load_labeled(sample / "labeled")
+    cfg = TrainConfig(img_size=SIZE, **kw)
+    tr, va = stratified_split(lb.labels, cfg.val_fraction, cfg.seed)
+    return fit(cfg, lb.subset(tr), lb.subset(va), cache), cfg
+
+
+def _accuracy(result, sample, cache, **kw):
+    test = load_labeled(sample / "test")
+    pred = predict(result.model, test, result.data_cfg, cache, **kw)
+    return float((pred.probs.argmax(1) == test.labels).mean()), pred
+
+
+@pytest.fixture(scope="module")
+def trained(sample, cache):
+    return _train(sample, cache)
+
+
+def test_head_beats_chance_by_far(trained, sample, cache):
+    acc, _ = _accuracy(trained[0], sample, cache)
+    assert acc >= 0.30, acc  # 10 classes: chance is 0.10
+
+
+def test_pretrained_beats_random_init(trained, sample, cache):
+    random_init, _ = _train(sample, cache, weights=None)
+    acc_pre, _ = _accuracy(trained[0], sample, cache)
+    acc_rand, _ = _accuracy(random_init, sample, cache)
+    assert acc_pre > acc_rand + 0.10, (acc_pre, acc_rand)
+
+
+def test_onnx_fast_path_equals_eager(trained, sample, cache):
+    result = trained[0]
+    _, fast = _accuracy(result, sample, cache, runtime="onnx")
+    from classification.cache import FeatureCache
+    _, eager = _accuracy(result, sample, FeatureCache(None), runtime="torch")
+    assert np.abs(fast.probs - eager.probs).max() < 1e-4
+    assert np.array_equal(fast.probs.argmax(1), eager.probs.argmax(1))
+
+
+def test_checkpoint_round_trip_predicts_identically(trained, sample, cache, tmp_path):
+    result, cfg = trained
+    save_checkpoint(tmp_path / "ck", result.model, load_labeled(sample / "labeled").classes, cfg, result.data_cfg)
+    model, classes, cfg2, data_cfg = load_checkpoint(tmp_path / "ck")
+    assert cfg2 == cfg and data_cfg == result.data_cfg and len(classes) == 10
+    _, before = _accuracy(result, sample, cache)
+    after = predict(model, load_labeled(sample / "test"), data_cfg, cache)
+    assert np.array_equal(before.probs, after.probs)
+
+
+def test_same_seed_same_head(sample, cache, trained):
+    again, _ = _train(sample, cache)
+    a = trained[0].model.classifier.weight.detach().numpy()
+    assert np.array_equal(a, again.model.classifier.weight.detach().numpy())
+
+
+def test_corrupt_file_is_skipped_and_reported(sample, cache, tmp_path, trained):
+    pool = tmp_path / "pool"
+    shutil.copytree(sample / "test" / "cat", pool)
+    (pool / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    from classification.data import load_unlabeled
+
+    images = load_unlabeled(pool)
+    pred = predict(trained[0].model, images, trained[0].data_cfg, cache)
+    assert pred.ok.sum() == 20 and not pred.ok[images.paths.index(str(pool / "broken.jpg"))]
+    assert [p for p, _ in pred.skipped] == [str(pool / "broken.jpg")]
+
+
+@pytest.mark.slow
+def test_finetune_runs_on_cpu_and_its_checkpoint_predicts(sample, cache, tmp_path):
+    result, cfg = _train(sample, cache, mode="finetune", stage1_epochs=1, stage2_epochs=1,
+                         unfreeze_blocks=2, batch_size=16)
+    assert [h["stage"] for h in result.history] == ["stage1", "stage2"]
+    save_checkpoint(tmp_path / "ft", result.model, load_labeled(sample / "labeled").classes, cfg, result.data_cfg)
+    model, _, _, data_cfg = load_checkpoint(tmp_path / "ft")
+    pred = predict(model, load_labeled(sample / "test"), data_cfg, cache)
+    assert pred.probs.shape == (200, 10) and np.allclose(pred.probs.sum(1), 1, atol=1e-5)
