@@ -11,7 +11,7 @@ from torch import nn
 
 from classification.config import TrainConfig
 from classification.data import load_class_map, save_class_map
-from classification.errors import InputError
+from classification.errors import InputError, first_line
 from classification.fileio import write_bytes, write_json
 from classification.models import create_classifier
 from classification.transforms import DataConfig
@@ -48,5 +48,5 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as e:  # a damaged or foreign file
-        raise InputError(f"cannot load {folder / 'model.pt'}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot load {folder / 'model.pt'}: {first_line(e)}") from None
     return model.eval(), classes, cfg, data_cfg

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classification.errors import InputError
+from classification.errors import InputError, first_line
 from classification.fileio import write_json
 from classification.images import file_digest, is_image_path
 
@@ -214,7 +214,7 @@ def _pairs_from_csv(csv: Path, need_label: bool, allow_absolute: bool):
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read CSV {csv}: {_first_line(e)}") from None
+        raise InputError(f"cannot read CSV {csv}: {first_line(e)}") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame = frame.rename(columns={"file": "path", "filepath": "path", "class": "label", "tag": "label"})
     wanted = ["path", "label"] if need_label else ["path"]
@@ -284,8 +284,3 @@ def _report(skipped: list[tuple[str, str]]) -> None:
 
 def _walk_error(err: OSError) -> None:
     _logger.warning("skipped %s: %s", err.filename, err.strerror or err)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

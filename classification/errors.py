@@ -8,3 +8,9 @@ and keeps its traceback.
 
 class InputError(ValueError):
     """Bad user input, with a message that says how to fix it."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name: short enough for one-line errors."""
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from classification.errors import first_line
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
 
 
@@ -59,9 +61,9 @@ def decode(path: str | Path, draft_size: int | None = None) -> np.ndarray:
     except PermissionError:
         raise BadImage("permission denied") from None
     except OSError as e:  # truncated data, broken streams, I/O errors
-        raise BadImage(f"cannot decode ({_first_line(e)})") from None
+        raise BadImage(f"cannot decode ({first_line(e)})") from None
     except (ValueError, SyntaxError, EOFError) as e:  # raised by some Pillow plugins on bad data
-        raise BadImage(f"cannot decode ({_first_line(e)})") from None
+        raise BadImage(f"cannot decode ({first_line(e)})") from None
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:
@@ -81,8 +83,3 @@ def to_rgb(img: Image.Image) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise BadImage(f"unexpected decoded shape {arr.shape}")
     return arr
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

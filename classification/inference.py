@@ -80,7 +80,7 @@ def _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spa
     dataset = ImageDataset([images.paths[i] for i in todo], transform, seeds,
                            draft_size=data_cfg.size)
     loader = make_loader(dataset, batch_size, workers)
-    pending_idx, pending_feats = [], []
+    pending_idx: list[np.ndarray] = []
     for idx, x, bad in _progress(loader, progress, f"features ({kind})"):
         for j, why in bad:
             ok[todo[j]] = False

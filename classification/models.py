@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from classification.errors import InputError
+from classification.errors import InputError, first_line
 
 _logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
         model = timm.create_model(name, pretrained=hub, num_classes=num_classes, drop_rate=drop_rate)
     except Exception as e:  # timm raises many types for a failed download
         if hub:
-            raise InputError(f"cannot download pretrained weights for {name} ({_first_line(e)}); "
+            raise InputError(f"cannot download pretrained weights for {name} ({first_line(e)}); "
                              "without a network pass --weights FILE or --no-pretrained") from None
         raise
     if weights not in (None, "hub"):
@@ -96,7 +96,7 @@ def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a pickle that is not plain tensors, or a broken file
-            raise InputError(f"cannot load weights {path} as a state dict: {_first_line(e)}") from None
+            raise InputError(f"cannot load weights {path} as a state dict: {first_line(e)}") from None
         state = state.get("state_dict", state) if isinstance(state, dict) else state
     _load_without_head(model, state, source=str(weights))
 
@@ -140,8 +140,3 @@ def _load_without_head(model: nn.Module, state: dict, source: str) -> None:
     own.update({k: v for k, v in backbone.items() if k in own})
     model.load_state_dict(own)
     _logger.info("loaded backbone weights from %s", source)
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
