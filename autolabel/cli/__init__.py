@@ -4,6 +4,8 @@ print a summary. User mistakes end in a one-line error and exit code 2; tracebac
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+from typing import Optional
 
 import click
 import typer
@@ -11,6 +13,7 @@ import typer
 from autolabel.cli import data as data_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli.common import STATE, setup_logging
+from autolabel.cli.run import run_loop
 from classification.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -21,13 +24,36 @@ app.add_typer(data_cmds.app, name="data")
 
 
 @app.callback(invoke_without_command=True)
-def root(ctx: typer.Context,
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final summary."),
-         debug: bool = typer.Option(False, "--debug", help="Verbose logs and full tracebacks.")):
-    """Semi-supervised pseudo-labelling for image classification."""
+def root(
+    ctx: typer.Context,
+    data_clean: Optional[Path] = typer.Option(None, "--data-clean", help="Human labels: a folder per class or a path,label CSV [default: the bundled sample]."),
+    data_raw: Optional[Path] = typer.Option(None, "--data-raw", help="Unlabelled images: any folder tree or a CSV with a path column."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trial budget [default: 10]."),
+    threshold: Optional[float] = typer.Option(None, help="Confidence needed to accept a pseudo-label [default: 0.8]."),
+    policy: Optional[str] = typer.Option(None, help="fixed | flexmatch [default: fixed]."),
+    mode: Optional[str] = typer.Option(None, help="head | finetune [default: head on CPU, finetune on CUDA]."),
+    out: Optional[Path] = typer.Option(None, "--out", "--baselogdir", help="Output folder [default: runs/<timestamp>]."),
+    config: Optional[Path] = typer.Option(None, help="YAML with train: and loop: sections; flags override it."),
+    truth: Optional[Path] = typer.Option(None, help="file,label CSV for the pool: only scores the pseudo-labels."),
+    test: Optional[Path] = typer.Option(None, help="Labelled test images: only scored."),
+    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
+    sticky: Optional[bool] = typer.Option(None, "--sticky/--no-sticky", help="Keep accepted labels forever."),
+    balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share [default: 1.5; 0 = off]."),
+    views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool [default: 1]."),
+    model: Optional[str] = typer.Option(None, help="timm model [default: efficientnet_lite0]."),
+    img_size: Optional[int] = typer.Option(None, help="Input size [default: the model's]."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final summary."),
+    debug: bool = typer.Option(False, "--debug", help="Verbose logs and full tracebacks."),
+):
+    """Run the pseudo-labelling loop (with no command), or one of the commands below."""
     setup_logging(quiet, debug)
-    if ctx.invoked_subcommand is None:
-        typer.echo(ctx.get_help())
+    if ctx.invoked_subcommand is not None:
+        return
+    run_loop(data_clean, data_raw, out, config, truth, test, cache_dir,
+             train_flags={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
+             loop_flags={"n_trials": n_trials, "threshold": threshold, "policy": policy,
+                         "sticky": sticky, "balance": balance, "weak_views": views})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,61 @@
+"""The loop's settings, and reading a YAML config with `train:` and `loop:` sections."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+from autolabel.policies import POLICIES
+from classification.config import TrainConfig
+from classification.errors import InputError
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    n_trials: int = 10              # trial budget; 0 = supervised only
+    threshold: float = 0.8          # tau: confidence needed to accept a pseudo-label (fixed policy)
+    policy: str = "fixed"           # fixed | flexmatch (class-wise thresholds)
+    flex_floor: float = 0.5         # flexmatch: tau_c >= flex_floor * tau (see policies.py)
+    flex_warmup: bool = True        # flexmatch: count never-confident images in beta's denominator
+    balance: float = 1.5            # cap per class: this multiple of its human-label share of the pool; 0 = off
+    sticky: bool = False            # keep accepted labels forever (seed 001) instead of re-deciding each trial
+    weak_views: int = 1             # predict the pool with the mean of this many weak views (1: eval view)
+    confidence_weight: bool = False  # weight each pseudo-labelled image's loss by its confidence
+
+    def __post_init__(self):
+        if not 0 < self.threshold <= 1:
+            raise InputError(f"--threshold must be in (0, 1], got {self.threshold}")
+        if self.n_trials < 0:
+            raise InputError(f"--n-trials must be >= 0, got {self.n_trials}")
+        if self.policy not in POLICIES:
+            raise InputError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
+        if self.weak_views < 1:
+            raise InputError(f"weak_views must be >= 1, got {self.weak_views}")
+        if not 0 <= self.flex_floor <= 1:
+            raise InputError(f"flex_floor must be in [0, 1], got {self.flex_floor}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_config(path: str | Path | None) -> tuple[dict, dict]:
+    """Read `path` (YAML, safe loader) into raw `train` and `loop` dicts; unknown keys are errors."""
+    if path is None:
+        return {}, {}
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise InputError(f"cannot read config {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(raw, dict) or not set(raw) <= {"train", "loop"}:
+        raise InputError(f"config {path} must be a mapping with sections train: and loop:")
+    sections = {}
+    for name, cls in (("train", TrainConfig), ("loop", LoopConfig)):
+        section = raw.get(name) or {}
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(section) - valid) if isinstance(section, dict) else ["<not a mapping>"]
+        if unknown:
+            raise InputError(f"config {path}: unknown {name} key(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(valid))}")
+        sections[name] = section
+    return sections["train"], sections["loop"]

@@ -1,0 +1,151 @@
+"""`PseudoLabeler`: the autolabel loop, shaped like scikit-learn's SelfTrainingClassifier.
+
+One trial: (a) train on human labels + the pseudo-labels accepted so far (strong views for the
+pseudo-labels; validation from human labels only), (b) predict the pool with the weak transform,
+(c) let the threshold policy pick, (d) cap each class with the balance guard, (e) re-decide every
+pseudo-label (or keep them, with `sticky`). After the last trial one more fit on the final labels
+gives the model, so 0 trials is plain supervised training.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import numpy as np
+
+from autolabel.config import LoopConfig
+from autolabel.guards import balance_cap
+from autolabel.policies import create_policy
+from classification.cache import FeatureCache
+from classification.config import TrainConfig
+from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
+from classification.engine import FitResult, fit
+from classification.inference import predict
+
+_logger = logging.getLogger(__name__)
+
+NOTHING_MORE = "Pseudo labeling done. Nothing more to label."
+TrialCallback = Callable[[dict, "PseudoLabeler"], None]
+
+
+class PseudoLabeler:
+    """Label an unlabelled pool from a few human labels.
+
+    Fitted attributes (over the de-duplicated `unlabeled_` pool unless said otherwise):
+        pseudo_labels_: (N,) accepted class, -1 = none.
+        confidence_: (N,) confidence of the latest prediction.
+        labeled_trial_: (N_human + N,) 0 = human label, i = accepted in trial i, -1 = never.
+        n_trials_: trials run.  termination_reason_: why the loop stopped.
+        history_: one record per trial.  model_: the final FitResult.
+    """
+
+    def __init__(self, loop: LoopConfig = LoopConfig(), train: TrainConfig = TrainConfig(),
+                 cache: FeatureCache | None = None, callbacks: list[TrialCallback] = (),
+                 progress: bool = False):
+        self.loop, self.train, self.cache = loop, train, cache or FeatureCache(None)
+        self.callbacks, self.progress = list(callbacks), progress
+
+    def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None) -> "PseudoLabeler":
+        """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything."""
+        self.test_ = test
+        labeled, pool = dedupe(labeled, unlabeled)
+        self.labeled_, self.unlabeled_, self.classes_ = labeled, pool, labeled.classes
+        tr, va = stratified_split(labeled.labels, self.train.val_fraction, self.train.seed)
+        self.train_human_, self.val_ = labeled.subset(tr), labeled.subset(va)
+        n, n_cls = len(pool), len(labeled.classes)
+        self.policy_ = create_policy(self.loop.policy, threshold=self.loop.threshold, n_classes=n_cls,
+                                     n_unlabeled=n, warmup=self.loop.flex_warmup, floor=self.loop.flex_floor)
+        self.pseudo_labels_ = np.full(n, UNLABELED, np.int64)
+        self.confidence_ = np.zeros(n, np.float32)
+        self.accepted_trial_ = np.full(n, -1, np.int64)
+        self.history_, self.termination_reason_, self.n_trials_ = [], "max_trials", 0
+        for trial in range(1, self.loop.n_trials + 1):
+            record = self._trial(trial)
+            self.n_trials_ = trial
+            self.history_.append(record)
+            for cb in self.callbacks:
+                cb(record, self)
+            if record["stop"]:
+                self.termination_reason_ = record["stop"]
+                break
+        self.model_ = self._fit_current()
+        self.test_accuracy_ = self._test_accuracy(self.model_)
+        return self
+
+    @property
+    def labeled_trial_(self) -> np.ndarray:
+        return np.concatenate([np.zeros(len(self.labeled_), np.int64), self.accepted_trial_])
+
+    def _fit_current(self) -> FitResult:
+        acc = np.flatnonzero(self.pseudo_labels_ >= 0)
+        pseudo = self.unlabeled_.subset(acc)
+        pseudo.labels = self.pseudo_labels_[acc].copy()
+        pseudo.classes = list(self.classes_)
+        train = self.train_human_.concat(pseudo)
+        strong = np.r_[np.zeros(len(self.train_human_), bool), np.ones(len(acc), bool)]
+        weight = np.ones(len(train), np.float32)
+        if self.loop.confidence_weight:
+            weight[len(self.train_human_):] = self.confidence_[acc]
+        return fit(self.train, train, self.val_, self.cache, strong=strong, sample_weight=weight,
+                   progress=self.progress)
+
+    def _trial(self, trial: int) -> dict:
+        result = self._fit_current()
+        views = self.loop.weak_views
+        pred = predict(result.model, self.unlabeled_, result.data_cfg, self.cache,
+                       kind="eval" if views == 1 else "weak", n_views=views, runtime=self.train.runtime,
+                       batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress)
+        probs = np.where(pred.ok[:, None], pred.probs, 0.0)
+        conf, guess = probs.max(axis=1), probs.argmax(axis=1)
+        self.policy_.update(probs)
+        tau = self.policy_.thresholds()
+        accept = pred.ok & (conf >= tau[guess])
+        human_counts = np.bincount(self.labeled_.labels, minlength=len(self.classes_))
+        accept = balance_cap(accept, guess, conf, human_counts, self.loop.balance)
+        before = self.pseudo_labels_.copy()
+        self._apply(trial, accept, guess, conf)
+        self.trial_prediction_ = {"guess": guess, "confidence": conf, "accepted": accept,
+                                  "threshold": tau[guess], "ok": pred.ok}
+        record = self._record(trial, result, before, accept, tau, conf, pred.skipped)
+        record["test_accuracy"] = self._test_accuracy(result)
+        return record
+
+    def _test_accuracy(self, result: FitResult) -> float | None:
+        if self.test_ is None or len(self.test_) == 0:
+            return None
+        pred = predict(result.model, self.test_, result.data_cfg, self.cache, runtime=self.train.runtime,
+                       batch_size=self.train.batch_size, workers=self.train.workers)
+        return float((pred.probs[pred.ok].argmax(1) == self.test_.labels[pred.ok]).mean())
+
+    def _apply(self, trial: int, accept, guess, conf) -> None:
+        if self.loop.sticky:
+            new = accept & (self.pseudo_labels_ < 0)
+            self.pseudo_labels_[new] = guess[new]
+        else:
+            self.pseudo_labels_ = np.where(accept, guess, UNLABELED)
+        changed = (self.pseudo_labels_ >= 0) & (self.accepted_trial_ < 0)
+        self.accepted_trial_[changed] = trial
+        self.accepted_trial_[self.pseudo_labels_ < 0] = -1
+        self.confidence_ = conf.astype(np.float32)
+
+    def _record(self, trial, result, before, accept, tau, conf, skipped) -> dict:
+        now = self.pseudo_labels_
+        newly = int(((now >= 0) & (before < 0)).sum())
+        n_acc = int((now >= 0).sum())
+        if n_acc == len(now) and len(now):
+            stop = "all_labeled"
+        elif trial > 1 and np.array_equal(now, before):
+            stop = "no_change"
+        elif newly == 0:
+            stop = "nothing_new"
+        else:
+            stop = None
+        if stop in ("nothing_new", "no_change"):
+            _logger.info(NOTHING_MORE)
+        return {"trial": trial, "accepted": n_acc, "newly_accepted": newly,
+                "dropped": int(((before >= 0) & (now < 0)).sum()),
+                "coverage": n_acc / max(len(now), 1), "mean_confidence": float(conf[now >= 0].mean()) if n_acc else 0.0,
+                "thresholds": {c: float(t) for c, t in zip(self.classes_, tau)},
+                "val_accuracy": result.best.get("val_accuracy"), "val_macro_f1": result.best.get("val_macro_f1"),
+                "train_size": len(self.train_human_) + int((before >= 0).sum()),
+                "skipped": len(skipped), "stop": stop}

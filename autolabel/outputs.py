@@ -1,0 +1,80 @@
+"""What a run leaves in its output folder, written atomically as the loop goes.
+
+    dataset.csv          path,label,source(human|pseudo),confidence,trial: the labelled dataset
+    trials/trial_NN.csv  every pool image's prediction, confidence, threshold and decision
+    metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason
+    state.json           accepted labels and threshold-policy state after the last completed trial
+    checkpoint/          the final classifier (see classification.checkpoint)
+    config.yaml          the resolved configuration
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from autolabel.audit import audit
+from classification.checkpoint import save_checkpoint
+from classification.fileio import write_csv, write_json, write_text
+
+
+class RunWriter:
+    """A trial callback for `PseudoLabeler` that keeps the output folder current."""
+
+    def __init__(self, out: str | Path, config: dict, truth: np.ndarray | None = None):
+        self.out, self.truth, self.config = Path(out), truth, config
+        write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+
+    def __call__(self, record: dict, labeler) -> None:
+        if self.truth is not None:
+            record["audit"] = audit(labeler.pseudo_labels_, self.truth, labeler.classes_)
+        write_csv(self.out / "trials" / f"trial_{record['trial']:02d}.csv", self._trial_frame(labeler))
+        write_csv(self.out / "dataset.csv", dataset_frame(labeler))
+        write_json(self.out / "state.json", {
+            "trial": record["trial"], "pseudo_labels": labeler.pseudo_labels_.tolist(),
+            "accepted_trial": labeler.accepted_trial_.tolist(), "policy": labeler.policy_.state_dict()})
+        write_json(self.out / "metrics.json", self._metrics(labeler))
+
+    def finish(self, labeler) -> dict:
+        model = labeler.model_
+        save_checkpoint(self.out / "checkpoint", model.model, labeler.classes_, labeler.train, model.data_cfg)
+        write_csv(self.out / "dataset.csv", dataset_frame(labeler))
+        metrics = self._metrics(labeler)
+        write_json(self.out / "metrics.json", metrics)
+        return metrics
+
+    def _metrics(self, labeler) -> dict:
+        final = {"termination_reason": labeler.termination_reason_, "n_trials": labeler.n_trials_,
+                 "pseudo_labels": int((labeler.pseudo_labels_ >= 0).sum()), "pool": len(labeler.unlabeled_),
+                 "human_labels": len(labeler.labeled_)}
+        if hasattr(labeler, "test_accuracy_"):
+            final["test_accuracy"] = labeler.test_accuracy_
+        if self.truth is not None:
+            final["audit"] = audit(labeler.pseudo_labels_, self.truth, labeler.classes_)
+        return {"trials": labeler.history_, "final": final}
+
+    @staticmethod
+    def _trial_frame(labeler) -> pd.DataFrame:
+        p, classes = labeler.trial_prediction_, np.array(labeler.classes_)
+        return pd.DataFrame({"path": labeler.unlabeled_.paths,
+                             "prediction": np.where(p["ok"], classes[p["guess"]], ""),
+                             "confidence": p["confidence"], "threshold": p["threshold"],
+                             "accepted": p["accepted"], "label": _names(labeler.pseudo_labels_, classes)})
+
+
+def dataset_frame(labeler) -> pd.DataFrame:
+    """Human labels first (confidence 1, trial 0), then the accepted pseudo-labels."""
+    lb, pool, classes = labeler.labeled_, labeler.unlabeled_, np.array(labeler.classes_)
+    acc = np.flatnonzero(labeler.pseudo_labels_ >= 0)
+    human = pd.DataFrame({"path": lb.paths, "label": classes[lb.labels], "source": "human",
+                          "confidence": 1.0, "trial": 0})
+    pseudo = pd.DataFrame({"path": [pool.paths[i] for i in acc], "label": classes[labeler.pseudo_labels_[acc]],
+                           "source": "pseudo", "confidence": labeler.confidence_[acc].round(6),
+                           "trial": labeler.accepted_trial_[acc]})
+    return pd.concat([human, pseudo], ignore_index=True)
+
+
+def _names(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    return np.where(labels >= 0, classes[np.maximum(labels, 0)], "")
