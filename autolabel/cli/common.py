@@ -7,7 +7,10 @@ from pathlib import Path
 
 from classification.cache import FeatureCache
 
-DEFAULT_CACHE = Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel"))
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel"))
+
 
 STATE = {"quiet": False, "debug": False}
 
@@ -25,7 +28,7 @@ def progress_enabled() -> bool:
 
 
 def open_cache(cache_dir: Path | None) -> FeatureCache:
-    return FeatureCache(cache_dir if cache_dir is not None else DEFAULT_CACHE)
+    return FeatureCache(cache_dir if cache_dir is not None else default_cache_dir())
 
 
 def weights_choice(weights: Path | None, pretrained: bool | None) -> str | None:

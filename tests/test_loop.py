@@ -1,0 +1,115 @@
+"""The autolabel loop on the bundled sample: invariants, stopping, determinism, honest audit."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autolabel.audit import audit, load_truth
+from autolabel.cli import main
+from autolabel.config import LoopConfig
+from autolabel.loop import NOTHING_MORE, PseudoLabeler
+from autolabel.outputs import RunWriter, dataset_frame
+from classification.config import TrainConfig
+from classification.data import load_labeled, load_unlabeled
+from classification.engine import fit
+from classification.inference import predict
+
+TRAIN = TrainConfig(img_size=128, n_views=2)
+
+
+@pytest.fixture(scope="module")
+def sets(sample):
+    return load_labeled(sample / "labeled"), load_unlabeled(sample / "unlabeled"), load_labeled(sample / "test")
+
+
+def _loop(sets, cache, callbacks=(), **kw):
+    lb, ulb, test = sets
+    loop = LoopConfig(**{"n_trials": 3, "threshold": 0.5, **kw})
+    return PseudoLabeler(loop, TRAIN, cache, callbacks=list(callbacks)).fit(lb, ulb, test=test)
+
+
+@pytest.fixture(scope="module")
+def fitted(sets, cache):
+    return _loop(sets, cache)
+
+
+def test_zero_trials_equals_supervised_only(sets, cache):
+    lb, _, test = sets
+    labeler = _loop(sets, cache, n_trials=0)
+    assert labeler.n_trials_ == 0 and (labeler.pseudo_labels_ == -1).all()
+    from classification.data import stratified_split
+    tr, va = stratified_split(lb.labels, TRAIN.val_fraction, TRAIN.seed)
+    plain = fit(TRAIN, lb.subset(tr), lb.subset(va), cache)
+    a = predict(labeler.model_.model, test, plain.data_cfg, cache).probs
+    b = predict(plain.model, test, plain.data_cfg, cache).probs
+    assert np.array_equal(a, b)
+
+
+def test_human_labels_never_change(fitted, sets):
+    lb = sets[0]
+    frame = dataset_frame(fitted)
+    human = frame[frame.source == "human"]
+    assert human.path.tolist() == lb.paths
+    assert human.label.tolist() == [lb.classes[y] for y in lb.labels]
+    assert (fitted.labeled_trial_[: len(lb)] == 0).all()
+
+
+def test_loop_accepts_and_records_trials(fitted):
+    assert fitted.n_trials_ >= 1 and (fitted.pseudo_labels_ >= 0).sum() > 0
+    acc = fitted.pseudo_labels_ >= 0
+    assert ((fitted.accepted_trial_ >= 1) == acc).all()
+    assert fitted.termination_reason_ in ("max_trials", "nothing_new", "no_change", "all_labeled")
+    assert all(r["test_accuracy"] is not None for r in fitted.history_)
+
+
+def test_threshold_one_stops_with_nothing_more_to_label(sample, tmp_path, cache_dir, capsys):
+    code = main(["--quiet", "--n-trials", "5", "--threshold", "1.0", "--img-size", "128",
+                 "--out", str(tmp_path / "run"), "--cache-dir", str(cache_dir)])
+    out = capsys.readouterr().out
+    assert code == 0 and NOTHING_MORE in out and "stopped: nothing_new" in out
+    frame = pd.read_csv(tmp_path / "run" / "dataset.csv")
+    assert (frame.source == "human").all() and len(frame) == 40
+
+
+def test_same_seed_same_dataset_csv(sets, cache, tmp_path, fitted):
+    again = _loop(sets, cache)
+    assert dataset_frame(again).equals(dataset_frame(fitted))
+
+
+def test_shuffled_truth_changes_no_accepted_label(sets, cache, sample, tmp_path):
+    truth = pd.read_csv(sample / "unlabeled_truth.csv")
+    shuffled = truth.assign(label=truth.label.sample(frac=1, random_state=0).values)
+    runs = []
+    for name, frame in (("truth", truth), ("shuffled", shuffled)):
+        frame.to_csv(tmp_path / f"{name}.csv", index=False)
+        idx = load_truth(tmp_path / f"{name}.csv", sets[1], sets[0].classes)
+        runs.append(_loop(sets, cache, callbacks=[RunWriter(tmp_path / name, {}, truth=idx)]))
+    assert np.array_equal(runs[0].pseudo_labels_, runs[1].pseudo_labels_)
+    assert (tmp_path / "truth" / "metrics.json").read_text() != (tmp_path / "shuffled" / "metrics.json").read_text()
+
+
+def test_audit_counts_precision_and_coverage():
+    pseudo = np.array([0, 1, -1, 1, 0])
+    truth = np.array([0, 0, 1, 1, -1])
+    out = audit(pseudo, truth, ["a", "b"])
+    assert out["precision"] == pytest.approx(2 / 3) and out["coverage"] == pytest.approx(3 / 4)
+    assert out["per_class"]["b"] == {"precision": 0.5, "coverage": 0.5}
+
+
+def test_sticky_keeps_accepted_labels(sets, cache):
+    labeler = _loop(sets, cache, sticky=True)
+    for r in labeler.history_:
+        assert r["dropped"] == 0
+
+
+@pytest.mark.slow
+def test_default_command_runs_on_the_bundled_sample(tmp_path, monkeypatch, cache_dir, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AUTOLABEL_CACHE", str(cache_dir))
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    runs = list((tmp_path / "runs").iterdir())
+    assert len(runs) == 1 and "stopped:" in out
+    names = {p.name for p in runs[0].iterdir()}
+    assert {"dataset.csv", "metrics.json", "state.json", "checkpoint", "trials", "config.yaml"} <= names
