@@ -35,6 +35,7 @@ class FeatureCache:
         self._mem: dict[str, dict[str, np.ndarray]] = {}
         self.hits = 0
         self.misses = 0
+        self.stored = 0  # rows written: one backbone pass each (for the pass-count checks)
 
     def get(self, ns: str, keys: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
         """Return (feats (N, D) with zeros where missing, or None if nothing hit; hit mask (N,))."""
@@ -56,6 +57,7 @@ class FeatureCache:
             return
         table = self._table(ns)
         table.update(zip(keys, np.asarray(feats, np.float32)))
+        self.stored += len(keys)
         if self.root is None:
             return
         shard = self.root / ns / f"shard-{uuid.uuid4().hex}.npz"

@@ -59,12 +59,13 @@ def fit_finetune(model: nn.Module, cfg: TrainConfig, data_cfg, train: ImageSet, 
     evaluate = _evaluator(model, val, tf["eval"], cfg, device, loss_fn)
     history: list[dict] = []
     _freeze_backbone(model, head)
-    opt = create_optimizer(cfg.optimizer, [{"params": head.parameters(), "lr": cfg.lr}], cfg.weight_decay)
+    optimizer = cfg.resolved_optimizer("finetune")
+    opt = create_optimizer(optimizer, [{"params": head.parameters(), "lr": cfg.lr}], cfg.weight_decay)
     best = run_stage(model, train_epoch_for(0), evaluate, opt, cfg.stage1_epochs, cfg, "stage1",
                      history, on_epoch, progress)
     if cfg.stage2_epochs:
         backbone = _unfreeze(model, head, cfg.unfreeze_blocks)
-        opt = create_optimizer(cfg.optimizer, [{"params": head.parameters(), "lr": cfg.lr},
+        opt = create_optimizer(optimizer, [{"params": head.parameters(), "lr": cfg.lr},
                                                {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}],
                                cfg.weight_decay)
         best = run_stage(model, train_epoch_for(cfg.stage1_epochs), evaluate, opt, cfg.stage2_epochs,

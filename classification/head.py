@@ -1,8 +1,11 @@
 """Head mode: the backbone is frozen, so each (image, view) passes through it once and its
 features come from the cache afterwards. The head trains on those features in seconds.
 
-Every training image has 1 + V cached views: the eval view and V augmented views (weak for human
-labels, strong for pseudo-labels); each epoch samples one of them per image.
+Every training image has 1 + V cached views: the eval view and V augmented views (strong for
+pseudo-labels; weak for human labels only with `augment_human`, else the eval view again). With
+AdamW or SGD each epoch samples one view per image; with L-BFGS (the default for a linear head)
+each epoch is 20 full-batch iterations over every view, which solves the same L2-regularised
+problem as a logistic regression, and is as good with a few labels per class.
 """
 from __future__ import annotations
 
@@ -29,7 +32,9 @@ def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: 
     feats = np.zeros((1 + cfg.n_views, len(images), base.feats.shape[-1]), np.float32)
     feats[0] = base.feats[0]
     ok = base.ok.copy()
-    for kind, mask in (("weak", ~strong), ("strong", strong)):
+    feats[1:] = feats[0]
+    weak = ~strong if cfg.augment_human else np.zeros_like(strong)
+    for kind, mask in (("weak", weak), ("strong", strong)):
         idx = np.flatnonzero(mask & ok)
         if cfg.n_views and len(idx):
             aug = extract_features(model, images.subset(idx), data_cfg, cache, kind=kind,
@@ -57,24 +62,49 @@ def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, 
     evaluate = make_feature_evaluator(head, x[0, va], y[va], loss_fn, len(train.classes))
     history: list[dict] = []
     init = {k: v.clone() for k, v in head.state_dict().items()}
-    opt = _optimizer(head, cfg)
-    best = run_stage(head, _epoch_fn(head, opt, loss_fn, x, y, w, tr, cfg.batch_size, gen), evaluate,
+    name = cfg.resolved_optimizer("head")
+    make_epoch = _lbfgs_epoch_fn if name == "lbfgs" else _epoch_fn
+    opt = _optimizer(head, cfg, name)
+    best = run_stage(head, make_epoch(head, opt, loss_fn, x, y, w, tr, cfg, gen), evaluate,
                      opt, cfg.epochs, cfg, "head", history, on_epoch, progress)
     if cfg.refit and len(va) and best["epoch"] >= 0:
         head.load_state_dict(init)
-        opt = _optimizer(head, cfg)
-        train_epoch = _epoch_fn(head, opt, loss_fn, x, y, w, np.concatenate([tr, va]), cfg.batch_size, gen)
+        opt = _optimizer(head, cfg, name)
+        train_epoch = make_epoch(head, opt, loss_fn, x, y, w, np.concatenate([tr, va]), cfg, gen)
         for epoch in range(best["epoch"] + 1):
             train_epoch(epoch)
     return history, best, skipped
 
 
-def _optimizer(head, cfg: TrainConfig):
-    return create_optimizer(cfg.optimizer, [{"params": head.parameters(), "lr": cfg.lr}], cfg.weight_decay)
+def _optimizer(head, cfg: TrainConfig, name: str):
+    lr = 1.0 if name == "lbfgs" else cfg.lr
+    return create_optimizer(name, [{"params": head.parameters(), "lr": lr}], cfg.weight_decay)
+
+
+def _lbfgs_epoch_fn(head, opt, loss_fn, x: np.ndarray, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
+                    cfg: TrainConfig, gen: torch.Generator):
+    """One epoch = one L-BFGS step (20 iterations) on every view of every image in `rows`, with an
+    L2 penalty on the weights: the convex problem a logistic regression solves."""
+    views = x.shape[0]
+    xs = torch.from_numpy(np.ascontiguousarray(x[:, rows].reshape(-1, x.shape[-1])))
+    ys, ws = torch.from_numpy(np.tile(y[rows], views)), torch.from_numpy(np.tile(w[rows], views))
+    weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
+
+    def closure():
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(head(xs), ys, ws) + 0.5 * cfg.l2 * sum((p ** 2).sum() for p in weights)
+        loss.backward()
+        return loss
+
+    def train_epoch(epoch: int) -> float:
+        head.train()
+        return float(opt.step(closure).detach())
+
+    return train_epoch
 
 
 def _epoch_fn(head, opt, loss_fn, x: np.ndarray, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
-              batch_size: int, gen: torch.Generator):
+              cfg: TrainConfig, gen: torch.Generator):
     """One epoch over `rows`: a random cached view per image, shuffled minibatches."""
     xs, ys, ws = torch.from_numpy(x[:, rows]), torch.from_numpy(y[rows]), torch.from_numpy(w[rows])
 
@@ -83,8 +113,8 @@ def _epoch_fn(head, opt, loss_fn, x: np.ndarray, y: np.ndarray, w: np.ndarray, r
         views = torch.randint(0, xs.shape[0], (xs.shape[1],), generator=gen)
         order = torch.randperm(xs.shape[1], generator=gen)
         total = 0.0
-        for start in range(0, len(order), batch_size):
-            b = order[start:start + batch_size]
+        for start in range(0, len(order), cfg.batch_size):
+            b = order[start:start + cfg.batch_size]
             loss = loss_fn(head(xs[views[b], b]), ys[b], ws[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -29,6 +29,8 @@ def seed_everything(seed: int) -> None:
 
 
 def create_optimizer(name: str, groups: list[dict], weight_decay: float) -> torch.optim.Optimizer:
+    if name == "lbfgs":  # full batch, one group; `lr` is the line search's first step
+        return torch.optim.LBFGS(groups, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
     if name == "sgd":
         return torch.optim.SGD(groups, momentum=0.9, nesterov=True, weight_decay=weight_decay)
     return torch.optim.AdamW(groups, weight_decay=weight_decay)
