@@ -25,14 +25,14 @@ from classification.trainer import create_optimizer, run_stage
 
 def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: np.ndarray,
                    cache: FeatureCache, device: str, progress: bool):
-    """Features (1 + V, N, D) of every image, its ok mask, and the skipped files."""
+    """Features (1 + V, N, D) of every image, how many of its views are distinct (N,), its ok
+    mask, and the skipped files. Images without augmented views repeat the eval view."""
     common = dict(runtime=cfg.runtime, device=device, batch_size=cfg.batch_size, workers=cfg.workers,
                   n_ops=cfg.n_ops, progress=progress)
     base = extract_features(model, images, data_cfg, cache, kind="eval", **common)
-    feats = np.zeros((1 + cfg.n_views, len(images), base.feats.shape[-1]), np.float32)
-    feats[0] = base.feats[0]
+    feats = np.repeat(base.feats[:1], 1 + cfg.n_views, axis=0)
+    distinct = np.ones(len(images), np.int64)
     ok = base.ok.copy()
-    feats[1:] = feats[0]
     weak = ~strong if cfg.augment_human else np.zeros_like(strong)
     for kind, mask in (("weak", weak), ("strong", strong)):
         idx = np.flatnonzero(mask & ok)
@@ -40,16 +40,17 @@ def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: 
             aug = extract_features(model, images.subset(idx), data_cfg, cache, kind=kind,
                                    n_views=cfg.n_views, **common)
             feats[1:, idx] = aug.feats
+            distinct[idx] = 1 + cfg.n_views
             ok[idx] &= aug.ok
-    return feats, ok, base.skipped
+    return feats, distinct, ok, base.skipped
 
 
 def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, cache: FeatureCache,
              strong, sample_weight, device, progress, on_epoch):
     n_tr = len(train)
     strong_all = np.concatenate([strong, np.zeros(len(val), bool)])
-    x, ok, skipped = training_views(model, cfg, data_cfg, train.concat(val), strong_all, cache,
-                                    device, progress)
+    x, distinct, ok, skipped = training_views(model, cfg, data_cfg, train.concat(val), strong_all,
+                                              cache, device, progress)
     y = np.concatenate([train.labels, val.labels])
     w = np.concatenate([sample_weight, np.ones(len(val), np.float32)])
     tr = np.flatnonzero(ok[:n_tr])
@@ -65,12 +66,13 @@ def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, 
     name = cfg.resolved_optimizer("head")
     make_epoch = _lbfgs_epoch_fn if name == "lbfgs" else _epoch_fn
     opt = _optimizer(head, cfg, name)
-    best = run_stage(head, make_epoch(head, opt, loss_fn, x, y, w, tr, cfg, gen), evaluate,
+    views = (x, distinct)
+    best = run_stage(head, make_epoch(head, opt, loss_fn, views, y, w, tr, cfg, gen), evaluate,
                      opt, cfg.epochs, cfg, "head", history, on_epoch, progress)
     if cfg.refit and len(va) and best["epoch"] >= 0:
         head.load_state_dict(init)
         opt = _optimizer(head, cfg, name)
-        train_epoch = make_epoch(head, opt, loss_fn, x, y, w, np.concatenate([tr, va]), cfg, gen)
+        train_epoch = make_epoch(head, opt, loss_fn, views, y, w, np.concatenate([tr, va]), cfg, gen)
         for epoch in range(best["epoch"] + 1):
             train_epoch(epoch)
     return history, best, skipped
@@ -81,13 +83,17 @@ def _optimizer(head, cfg: TrainConfig, name: str):
     return create_optimizer(name, [{"params": head.parameters(), "lr": lr}], cfg.weight_decay)
 
 
-def _lbfgs_epoch_fn(head, opt, loss_fn, x: np.ndarray, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
+def _lbfgs_epoch_fn(head, opt, loss_fn, views, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
                     cfg: TrainConfig, gen: torch.Generator):
-    """One epoch = one L-BFGS step (20 iterations) on every view of every image in `rows`, with an
-    L2 penalty on the weights: the convex problem a logistic regression solves."""
-    views = x.shape[0]
-    xs = torch.from_numpy(np.ascontiguousarray(x[:, rows].reshape(-1, x.shape[-1])))
-    ys, ws = torch.from_numpy(np.tile(y[rows], views)), torch.from_numpy(np.tile(w[rows], views))
+    """One epoch = one L-BFGS step (20 iterations) on the distinct views of every image in `rows`,
+    each view weighted 1/(its image's view count), with an L2 penalty on the weights: the convex
+    problem a logistic regression solves."""
+    x, distinct = views
+    pick = [(v, r) for r in rows for v in range(distinct[r])]
+    v_idx, r_idx = np.array([p[0] for p in pick]), np.array([p[1] for p in pick])
+    xs = torch.from_numpy(np.ascontiguousarray(x[v_idx, r_idx]))
+    ys = torch.from_numpy(y[r_idx])
+    ws = torch.from_numpy((w[r_idx] / distinct[r_idx]).astype(np.float32))
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
 
     def closure():
@@ -103,9 +109,10 @@ def _lbfgs_epoch_fn(head, opt, loss_fn, x: np.ndarray, y: np.ndarray, w: np.ndar
     return train_epoch
 
 
-def _epoch_fn(head, opt, loss_fn, x: np.ndarray, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
+def _epoch_fn(head, opt, loss_fn, views, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
               cfg: TrainConfig, gen: torch.Generator):
     """One epoch over `rows`: a random cached view per image, shuffled minibatches."""
+    x = views[0]
     xs, ys, ws = torch.from_numpy(x[:, rows]), torch.from_numpy(y[rows]), torch.from_numpy(w[rows])
 
     def train_epoch(epoch: int) -> float:
