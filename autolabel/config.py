@@ -15,7 +15,7 @@ from classification.errors import InputError
 class LoopConfig:
     n_trials: int = 10              # trial budget; 0 = supervised only
     threshold: float = 0.8          # tau: confidence needed to accept a pseudo-label (fixed policy)
-    policy: str = "fixed"           # fixed | flexmatch (class-wise thresholds)
+    policy: str = "flexmatch"       # flexmatch (class-wise thresholds) | fixed (one threshold for all)
     flex_floor: float = 0.5         # flexmatch: tau_c >= flex_floor * tau (see policies.py)
     flex_warmup: bool = True        # flexmatch: count never-confident images in beta's denominator
     balance: float = 1.5            # cap per class: this multiple of its human-label share of the pool; 0 = off

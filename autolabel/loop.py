@@ -78,9 +78,7 @@ class PseudoLabeler:
 
     def _fit_current(self) -> FitResult:
         acc = np.flatnonzero(self.pseudo_labels_ >= 0)
-        pseudo = self.unlabeled_.subset(acc)
-        pseudo.labels = self.pseudo_labels_[acc].copy()
-        pseudo.classes = list(self.classes_)
+        pseudo = self.unlabeled_.subset(acc).with_labels(self.pseudo_labels_[acc], self.classes_)
         train = self.train_human_.concat(pseudo)
         strong = np.r_[np.zeros(len(self.train_human_), bool), np.ones(len(acc), bool)]
         weight = np.ones(len(train), np.float32)

@@ -10,6 +10,8 @@ import argparse
 import copy
 import json
 import logging
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +34,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default="/work/shared/data/cifar10_bench")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_bench"))
     p.add_argument("--quick", action="store_true", help="end-to-end on ~1,000 images only")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--warmup", type=int, default=2, help="untimed batches")
@@ -56,13 +58,16 @@ def make_model() -> torch.nn.Module:
 
 
 def time_batches(fn, x: torch.Tensor, warmup: int, batches: int) -> float:
-    """Images per second of `fn(x)` after `warmup` untimed calls."""
+    """Images per second of `fn(x)`: the median batch time after `warmup` untimed calls (the median
+    keeps a burst of load from other processes on this shared machine out of the number)."""
     for _ in range(warmup):
         fn(x)
-    start = time.perf_counter()
+    times = []
     for _ in range(batches):
+        start = time.perf_counter()
         fn(x)
-    return batches * len(x) / (time.perf_counter() - start)
+        times.append(time.perf_counter() - start)
+    return len(x) / float(np.median(times))
 
 
 def eager_fn(model, channels_last: bool):
@@ -91,7 +96,7 @@ def synthetic(model, size: int, args, rows: list[dict]) -> None:
     for name, ips, extra in (("eager fp32", eager, None), ("eager channels_last", cl, None),
                              ("ONNX Runtime (make_runner)", onnx, export_s)):
         rows.append({"stage": "synthetic", "path": name, "size": size, "images": args.batches * args.batch,
-                     "seconds": args.batches * args.batch / ips, "img_s": ips, "speedup": ips / eager,
+                     "seconds": args.batch / ips, "img_s": ips, "speedup": ips / eager,
                      "export_s": extra})
 
 
@@ -145,7 +150,8 @@ def end_to_end(model, images, size: int, args, rows: list[dict], checks: list[di
 
 
 def print_table(rows: list[dict], checks: list[dict]) -> None:
-    print("| stage | path | size | images | seconds | img/s | speed-up vs eager |")
+    print("| stage | path | size | images | seconds (synthetic: median per batch) | img/s "
+          "| speed-up vs eager |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['stage']} | {r['path']} | {r['size']} | {r['images']} | {r['seconds']:.1f} | "
@@ -160,6 +166,15 @@ def print_table(rows: list[dict], checks: list[dict]) -> None:
     for c in checks:
         print(f"- check {c['size']} px, first {c['images']} images: max |dprob| = {c['max_abs_dprob']:.2e}, "
               f"argmax agreement = {c['argmax_agreement']:.4f} (mean max prob {c['prob_max_mean']:.3f})")
+
+
+def code_state() -> dict:
+    """The commit and the uncommitted files of `classification/`, which the numbers depend on."""
+    def git(*cmd):
+        return subprocess.run(["git", *cmd], cwd=RESULTS.parent.parent, capture_output=True,
+                              text=True).stdout.rstrip()
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "dirty": git("status", "--porcelain", "classification").splitlines()}
 
 
 def main() -> int:
@@ -181,7 +196,8 @@ def main() -> int:
         end_to_end(model, images, size, args, rows, checks)
     print_table(rows, checks)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = {"args": vars(args), "torch_threads": torch.get_num_threads(), "rows": rows, "checks": checks}
+    out = {"args": vars(args), "code": code_state(), "loadavg_end": os.getloadavg(),
+           "torch_threads": torch.get_num_threads(), "rows": rows, "checks": checks}
     (RESULTS / "bench_inference.json").write_text(json.dumps(out, indent=2))
     return 0
 

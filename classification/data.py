@@ -50,9 +50,17 @@ class ImageSet:
                         self.labels[idx].copy(), list(self.classes), [])
 
     def concat(self, other: "ImageSet") -> "ImageSet":
+        if self.classes and other.classes and self.classes != other.classes:
+            raise ValueError("cannot concatenate image sets with different class lists")
         return ImageSet(self.paths + other.paths, self.hashes + other.hashes,
                         np.concatenate([self.labels, other.labels]), list(self.classes or other.classes),
                         self.skipped + other.skipped)
+
+    def with_labels(self, labels: np.ndarray, classes: list[str]) -> "ImageSet":
+        """A copy carrying `labels` (indices into `classes`), e.g. pseudo-labels or a pool's truth."""
+        labels = np.asarray(labels, np.int64)
+        assert labels.shape == (len(self),), (labels.shape, len(self))
+        return ImageSet(list(self.paths), list(self.hashes), labels.copy(), list(classes), list(self.skipped))
 
     def drop(self, bad_paths: set[str], reasons: dict[str, str] | None = None) -> "ImageSet":
         """A copy without `bad_paths`; their reasons are appended to `skipped`."""

@@ -64,7 +64,7 @@ def test_loop_accepts_and_records_trials(fitted):
 
 
 def test_threshold_one_stops_with_nothing_more_to_label(sample, tmp_path, cache_dir, capsys):
-    code = main(["--quiet", "--n-trials", "5", "--threshold", "1.0", "--img-size", "128",
+    code = main(["--quiet", "--n-trials", "5", "--threshold", "1.0", "--policy", "fixed", "--img-size", "128",
                  "--out", str(tmp_path / "run"), "--cache-dir", str(cache_dir)])
     out = capsys.readouterr().out
     assert code == 0 and NOTHING_MORE in out and "stopped: nothing_new" in out

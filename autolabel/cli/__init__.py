@@ -30,7 +30,7 @@ def root(
     data_raw: Optional[Path] = typer.Option(None, "--data-raw", help="Unlabelled images: any folder tree or a CSV with a path column."),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trial budget [default: 10]."),
     threshold: Optional[float] = typer.Option(None, help="Confidence needed to accept a pseudo-label [default: 0.8]."),
-    policy: Optional[str] = typer.Option(None, help="fixed | flexmatch [default: fixed]."),
+    policy: Optional[str] = typer.Option(None, help="flexmatch | fixed [default: flexmatch]."),
     mode: Optional[str] = typer.Option(None, help="head | finetune [default: head on CPU, finetune on CUDA]."),
     out: Optional[Path] = typer.Option(None, "--out", "--baselogdir", help="Output folder [default: runs/<timestamp>]."),
     config: Optional[Path] = typer.Option(None, help="YAML with train: and loop: sections; flags override it."),
