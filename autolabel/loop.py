@@ -92,7 +92,8 @@ class PseudoLabeler:
         views = self.loop.weak_views
         pred = predict(result.model, self.unlabeled_, result.data_cfg, self.cache,
                        kind="eval" if views == 1 else "weak", n_views=views, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress)
+                       batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress,
+                       tail_blocks=self.train.tail_blocks)
         probs = np.where(pred.ok[:, None], pred.probs, 0.0)
         conf, guess = probs.max(axis=1), probs.argmax(axis=1)
         self.policy_.update(probs)
@@ -112,7 +113,8 @@ class PseudoLabeler:
         if self.test_ is None or len(self.test_) == 0:
             return None
         pred = predict(result.model, self.test_, result.data_cfg, self.cache, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers)
+                       batch_size=self.train.batch_size, workers=self.train.workers,
+                       tail_blocks=self.train.tail_blocks)
         return float((pred.probs[pred.ok].argmax(1) == self.test_.labels[pred.ok]).mean())
 
     def _apply(self, trial: int, accept, guess, conf) -> None:

@@ -37,7 +37,8 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
     name = "test" if test else "val"
     if len(target):
         pred = predict(result.model, target, result.data_cfg, cache, runtime=cfg.runtime,
-                       batch_size=cfg.batch_size, workers=cfg.workers, progress=progress)
+                       batch_size=cfg.batch_size, workers=cfg.workers, progress=progress,
+                       tail_blocks=cfg.tail_blocks)
         y_true, y_pred = target.labels[pred.ok], pred.probs[pred.ok].argmax(1)
         metrics[name] = {**scores(y_true, y_pred, len(labeled.classes)),
                          "report": report(y_true, y_pred, labeled.classes)}
@@ -55,7 +56,7 @@ def predict_to_csv(checkpoint: str | Path, images: str | Path, out_csv: str | Pa
     pool = _image_source(images)
     kind = "eval" if n_views <= 1 else "weak"
     pred = predict(model, pool, data_cfg, cache, kind=kind, n_views=n_views, runtime=cfg.runtime,
-                   batch_size=batch_size, workers=workers, progress=progress)
+                   batch_size=batch_size, workers=workers, progress=progress, tail_blocks=cfg.tail_blocks)
     probs = pred.probs[pred.ok]
     frame = pd.DataFrame({"path": np.array(pool.paths)[pred.ok],
                           "label": np.array(classes)[probs.argmax(1)] if len(probs) else [],

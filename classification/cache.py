@@ -38,15 +38,17 @@ class FeatureCache:
         self.stored = 0  # rows written: one backbone pass each (for the pass-count checks)
 
     def get(self, ns: str, keys: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
-        """Return (feats (N, D) with zeros where missing, or None if nothing hit; hit mask (N,))."""
+        """Return (feats (N, D) with zeros where missing, or None if nothing hit; hit mask (N,)).
+
+        Rows keep the dtype they were stored with: float32 features, float16 feature maps."""
         table = self._table(ns)
         hit = np.array([k in table for k in keys], dtype=bool)
         self.hits += int(hit.sum())
         self.misses += int((~hit).sum())
         if not hit.any():
             return None, hit
-        dim = next(iter(table.values())).shape[0]
-        feats = np.zeros((len(keys), dim), np.float32)
+        first = next(iter(table.values()))
+        feats = np.zeros((len(keys), first.shape[0]), first.dtype)
         for i in np.flatnonzero(hit):
             feats[i] = table[keys[i]]
         return feats, hit
@@ -56,14 +58,15 @@ class FeatureCache:
         if not keys:
             return
         table = self._table(ns)
-        table.update(zip(keys, np.asarray(feats, np.float32)))
+        feats = np.asarray(feats, np.float16 if feats.dtype == np.float16 else np.float32)
+        table.update(zip(keys, feats))
         self.stored += len(keys)
         if self.root is None:
             return
         shard = self.root / ns / f"shard-{uuid.uuid4().hex}.npz"
         with atomic_path(shard) as tmp:
             with open(tmp, "wb") as f:
-                np.savez(f, keys=np.array(keys, dtype="U32"), feats=np.asarray(feats, np.float32))
+                np.savez(f, keys=np.array(keys, dtype="U32"), feats=feats)
 
     def _table(self, ns: str) -> dict[str, np.ndarray]:
         if ns not in self._mem:

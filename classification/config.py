@@ -39,6 +39,9 @@ class TrainConfig:
     augment_human: bool = False         # head mode: also train on weak views of human labels; off by
                                         # default: with a few labels it cost 3 points on cifar10_bench
     n_ops: int = 2                      # RandAugment ops per strong view
+    tail_blocks: int = 0                # head mode: also train the last N backbone blocks, on cached
+                                        # feature maps of the blocks before them (0: head only)
+    tail_epochs: int = 4                # head mode with tail_blocks: epochs of minibatch AdamW
     stage1_epochs: int = 3              # finetune: head only
     stage2_epochs: int = 10             # finetune: unfrozen backbone
     unfreeze_blocks: int = -1           # finetune stage 2: last N blocks, -1 = all
@@ -56,7 +59,8 @@ class TrainConfig:
         for name in ("lr", "batch_size", "hidden"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("epochs", "stage1_epochs", "stage2_epochs", "n_views", "patience"):
+        for name in ("epochs", "stage1_epochs", "stage2_epochs", "n_views", "patience", "tail_blocks",
+                     "tail_epochs"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.img_size is not None and self.img_size < 16:

@@ -28,7 +28,7 @@ def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: 
     """Features (1 + V, N, D) of every image, how many of its views are distinct (N,), its ok
     mask, and the skipped files. Images without augmented views repeat the eval view."""
     common = dict(runtime=cfg.runtime, device=device, batch_size=cfg.batch_size, workers=cfg.workers,
-                  n_ops=cfg.n_ops, progress=progress)
+                  n_ops=cfg.n_ops, progress=progress, tail_blocks=cfg.tail_blocks)
     base = extract_features(model, images, data_cfg, cache, kind="eval", **common)
     feats = np.repeat(base.feats[:1], 1 + cfg.n_views, axis=0)
     distinct = np.ones(len(images), np.int64)
@@ -57,6 +57,12 @@ def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, 
     va = n_tr + np.flatnonzero(ok[n_tr:])
     if len(tr) == 0:
         raise InputError("none of the training images could be decoded")
+    if cfg.tail_blocks:
+        from classification.tail import fit_tail
+
+        history, best = fit_tail(model, cfg, data_cfg, (x, distinct), y, w, tr, va, len(train.classes),
+                                 progress, on_epoch)
+        return history, best, skipped
     head = classifier_module(model)
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
     gen = torch.Generator().manual_seed(cfg.seed)

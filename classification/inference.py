@@ -15,7 +15,7 @@ from torch import nn
 from classification.cache import FeatureCache, namespace
 from classification.data import ImageSet
 from classification.datasets import ImageDataset, make_loader, view_seed
-from classification.models import backbone_id, classifier_module
+from classification.models import backbone_id, classifier_module, split_model
 from classification.runtime import make_runner
 from classification.transforms import DataConfig, create_transform, transform_id
 
@@ -44,22 +44,24 @@ class Prediction:
 def extract_features(model: nn.Module, images: ImageSet, data_cfg: DataConfig, cache: FeatureCache,
                      kind: str = "eval", n_views: int = 1, runtime: str = "auto", device: str = "cpu",
                      batch_size: int = 64, workers: int | None = None, n_ops: int = 2,
-                     progress: bool = False) -> Features:
+                     progress: bool = False, tail_blocks: int = 0) -> Features:
     """Backbone features of every image for `n_views` views of transform `kind`.
 
     View v of image h is augmented with a seed derived from (h, v), so a cached view is the
-    same view whenever it is asked for again.
+    same view whenever it is asked for again. With `tail_blocks`, the "features" are the
+    flattened float16 feature maps entering the last `tail_blocks` blocks.
     """
     n_views = 1 if kind == "eval" else n_views
     transform = create_transform(kind, data_cfg, n_ops=n_ops)
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
-    spaces = [namespace(model=arch, weights=backbone_id(model), transform=transform_id(transform),
-                        kind=kind, view=v, size=data_cfg.size) for v in range(n_views)]
+    cut = {"cut": tail_blocks} if tail_blocks else {}
+    spaces = [namespace(model=arch, weights=backbone_id(model, tail_blocks), transform=transform_id(transform),
+                        kind=kind, view=v, size=data_cfg.size, **cut) for v in range(n_views)]
     feats, hit = None, np.ones(len(images), bool)
     for v, ns in enumerate(spaces):
         got, h = cache.get(ns, images.hashes)
         if got is not None and feats is None:
-            feats = np.zeros((n_views, len(images), got.shape[1]), np.float32)
+            feats = np.zeros((n_views, len(images), got.shape[1]), got.dtype)
         if got is not None:
             feats[v][h] = got[h]
         hit &= h
@@ -68,13 +70,14 @@ def extract_features(model: nn.Module, images: ImageSet, data_cfg: DataConfig, c
     skipped: list[tuple[str, str]] = []
     if len(todo):
         feats = _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spaces, feats,
-                         ok, skipped, runtime, device, batch_size, workers, progress)
+                         ok, skipped, runtime, device, batch_size, workers, progress, tail_blocks)
     return Features(feats, ok, skipped)
 
 
 def _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spaces, feats, ok,
-             skipped, runtime, device, batch_size, workers, progress):
-    run = make_runner(model, data_cfg.size, runtime, device, cache.root)
+             skipped, runtime, device, batch_size, workers, progress, tail_blocks):
+    run = make_runner(model, data_cfg.size, runtime, device, cache.root, tail_blocks)
+    dtype = np.float16 if tail_blocks else np.float32
     seeds = None if kind == "eval" else [[view_seed(images.hashes[i], v) for v in range(n_views)]
                                          for i in todo]
     dataset = ImageDataset([images.paths[i] for i in todo], transform, seeds,
@@ -91,7 +94,7 @@ def _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spa
         b, v = x.shape[:2]
         out = run(x.reshape(b * v, *x.shape[2:])).reshape(b, v, -1)
         if feats is None:
-            feats = np.zeros((n_views, len(images), out.shape[-1]), np.float32)
+            feats = np.zeros((n_views, len(images), out.shape[-1]), dtype)
         rows = todo[idx.numpy()]
         feats[:, rows] = out.transpose(1, 0, 2)
         pending_idx.append(rows)
@@ -114,20 +117,39 @@ def _flush(cache, spaces, images, feats, pending_idx) -> None:
 
 
 @torch.inference_mode()
-def head_probs(model: nn.Module, feats: np.ndarray, batch_size: int = 4096) -> np.ndarray:
-    """Softmax of the model's head applied to pooled features (..., D) -> (..., C)."""
-    head = classifier_module(model).eval().cpu()
-    flat = torch.from_numpy(np.ascontiguousarray(feats.reshape(-1, feats.shape[-1])))
-    out = [torch.softmax(head(flat[i:i + batch_size]).float(), dim=1) for i in range(0, len(flat), batch_size)]
+def head_probs(model: nn.Module, feats: np.ndarray, batch_size: int = 1024, tail_blocks: int = 0,
+               size: int | None = None) -> np.ndarray:
+    """Softmax of the trainable part applied to cached features (..., D) -> (..., C): the head on
+    pooled features, or with `tail_blocks` the tail and head on flattened maps (give `size`)."""
+    model.eval().cpu()
+    head = classifier_module(model)
+    tail = split_model(model, tail_blocks)[1] if tail_blocks else None
+    shape = map_shape(model, size, tail_blocks) if tail_blocks else None
+    flat = feats.reshape(-1, feats.shape[-1])
+    out = []
+    for i in range(0, len(flat), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(flat[i:i + batch_size], np.float32))
+        if tail is not None:
+            x = tail(x.reshape(-1, *shape))
+        out.append(torch.softmax(head(x).float(), dim=1))
     probs = torch.cat(out).numpy() if out else np.zeros((0, 0), np.float32)
     return probs.reshape(*feats.shape[:-1], -1)
+
+
+@torch.inference_mode()
+def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, int]:
+    """(C, H, W) of the feature map entering the last `tail_blocks` blocks at input `size`."""
+    trunk = split_model(model, tail_blocks)[0].eval()
+    return tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:])
 
 
 def predict(model: nn.Module, images: ImageSet, data_cfg: DataConfig, cache: FeatureCache,
             kind: str = "eval", n_views: int = 1, **kwargs) -> Prediction:
     """Class probabilities for every image: the mean over `n_views` views of transform `kind`."""
     f = extract_features(model, images, data_cfg, cache, kind=kind, n_views=n_views, **kwargs)
-    probs = head_probs(model, f.feats).mean(axis=0) if f.feats.shape[-1] else np.zeros((len(images), 0))
+    tail = kwargs.get("tail_blocks", 0)
+    probs = (head_probs(model, f.feats, tail_blocks=tail, size=data_cfg.size).mean(axis=0)
+             if f.feats.shape[-1] else np.zeros((len(images), 0)))
     return Prediction(probs, f.feats, f.ok, f.skipped)
 
 

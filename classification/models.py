@@ -72,16 +72,60 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
-def backbone_id(model: nn.Module) -> str:
-    """Hash of every backbone tensor (the head excluded): the weights part of cache keys."""
+def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
+    """Hash of the frozen part's tensors: every backbone tensor (the head excluded), or with
+    `tail_blocks` only the trunk before them. The weights part of cache keys."""
     head = model.pretrained_cfg.get("classifier", "classifier")
+    state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
+        k: v for k, v in model.state_dict().items() if k.split(".")[0] != head}
     digest = hashlib.blake2b(digest_size=8)
-    for key, tensor in model.state_dict().items():
-        if key.split(".")[0] == head:
-            continue
+    for key, tensor in state.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+class _Trunk(nn.Module):
+    """Images -> the feature map entering the last N blocks (shares the model's modules)."""
+
+    def __init__(self, model: nn.Module, n: int):
+        super().__init__()
+        self.conv_stem, self.bn1 = model.conv_stem, model.bn1
+        self.blocks = nn.ModuleList(list(model.blocks)[: len(model.blocks) - n])
+
+    def forward(self, x):
+        x = self.bn1(self.conv_stem(x))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class _Tail(nn.Module):
+    """That feature map -> pooled pre-logit features, through the last N blocks and the head conv."""
+
+    def __init__(self, model: nn.Module, n: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(list(model.blocks)[len(model.blocks) - n:])
+        self.conv_head, self.bn2, self.pool = model.conv_head, model.bn2, model.global_pool
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.pool(self.bn2(self.conv_head(x)))
+
+
+def split_model(model: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn.Module]:
+    """(trunk, tail) around the last `tail_blocks` blocks of an EfficientNet-style timm model.
+
+    The two share the model's modules, so training the tail trains the model.
+    """
+    parts = ("conv_stem", "bn1", "blocks", "conv_head", "bn2", "global_pool")
+    if not all(hasattr(model, p) for p in parts):
+        raise InputError(f"tail_blocks needs an EfficientNet/MobileNet-style timm model, not "
+                         f"{model.pretrained_cfg.get('architecture')}; use tail_blocks: 0")
+    if not 0 < tail_blocks <= len(model.blocks):
+        raise InputError(f"tail_blocks must be in 1..{len(model.blocks)}, got {tail_blocks}")
+    return _Trunk(model, tail_blocks), _Tail(model, tail_blocks)
 
 
 def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from classification.fileio import atomic_path
-from classification.models import backbone_features, backbone_id
+from classification.models import backbone_features, backbone_id, split_model
 
 _logger = logging.getLogger(__name__)
 
@@ -43,36 +43,42 @@ class _Features(nn.Module):
         return backbone_features(self.model, x)
 
 
+def frozen_part(model: nn.Module, tail_blocks: int = 0) -> nn.Module:
+    """What runs once per (image, view): the whole backbone to pooled features, or the trunk
+    before the last `tail_blocks` blocks."""
+    return split_model(model, tail_blocks)[0] if tail_blocks else _Features(model)
+
+
 def make_runner(model: nn.Module, size: int, runtime: str, device: str,
-                cache_root: Path | None) -> Runner:
-    """A function from a batch (B, 3, size, size) to features (B, D) float32 numpy."""
+                cache_root: Path | None, tail_blocks: int = 0) -> Runner:
+    """A function from a batch (B, 3, size, size) to flattened frozen-part outputs (B, D) numpy."""
     runtime = resolve_runtime(runtime, device)
     model = model.eval()
     if runtime == "onnx":
-        return _onnx_runner(model, size, cache_root)
-    return _torch_runner(model, device)
+        return _onnx_runner(model, size, cache_root, tail_blocks)
+    return _torch_runner(frozen_part(model, tail_blocks), device)
 
 
-def _torch_runner(model: nn.Module, device: str) -> Runner:
+def _torch_runner(part: nn.Module, device: str) -> Runner:
     cuda = device.startswith("cuda")
-    model = model.to(device=device, memory_format=torch.channels_last)
+    part = part.to(device=device, memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> np.ndarray:
         x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
-            feats = backbone_features(model, x)
-        return feats.float().cpu().numpy()
+            out = part(x)
+        return out.float().reshape(len(out), -1).cpu().numpy()
 
     return run
 
 
-def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None) -> Runner:
+def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int) -> Runner:
     import onnxruntime as ort
 
-    path = onnx_path(model, size, cache_root)
+    path = onnx_path(model, size, cache_root, tail_blocks)
     if not path.is_file():
-        export_onnx(model, size, path)
+        export_onnx(frozen_part(model, tail_blocks), size, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -80,28 +86,30 @@ def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None) -> Runner
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # a damaged export: rebuild it once
         _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(model, size, path)
+        export_onnx(frozen_part(model, tail_blocks), size, path)
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> np.ndarray:
-        return session.run(None, {name: x.numpy()})[0]
+        out = session.run(None, {name: x.numpy()})[0]
+        return out.reshape(len(out), -1)
 
     return run
 
 
-def onnx_path(model: nn.Module, size: int, cache_root: Path | None) -> Path:
+def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:
     root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
-    return root / "onnx" / f"{arch}-{backbone_id(model)}-{size}.onnx"
+    cut = f"-cut{tail_blocks}" if tail_blocks else ""
+    return root / "onnx" / f"{arch}-{backbone_id(model, tail_blocks)}-{size}{cut}.onnx"
 
 
-def export_onnx(model: nn.Module, size: int, path: Path) -> None:
-    """Export the backbone (image -> pooled features) with a dynamic batch axis, atomically."""
+def export_onnx(part: nn.Module, size: int, path: Path) -> None:
+    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically."""
     _logger.info("exporting %s to ONNX (once per backbone and input size)", path.name)
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(_Features(model.eval().cpu()), (dummy,), str(tmp), dynamo=False,
+        torch.onnx.export(part.eval().cpu(), (dummy,), str(tmp), dynamo=False,
                           input_names=["images"], output_names=["features"], opset_version=17,
                           dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})

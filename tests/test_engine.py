@@ -91,3 +91,14 @@ def test_finetune_runs_on_cpu_and_its_checkpoint_predicts(sample, cache, tmp_pat
     model, _, _, data_cfg = load_checkpoint(tmp_path / "ft")
     pred = predict(model, load_labeled(sample / "test"), data_cfg, cache)
     assert pred.probs.shape == (200, 10) and np.allclose(pred.probs.sum(1), 1, atol=1e-5)
+
+
+def test_tail_training_on_cached_maps_predicts_like_the_whole_model(sample, cache):
+    result, cfg = _train(sample, cache, tail_blocks=1, tail_epochs=1, n_views=1)
+    assert [h["stage"] for h in result.history] == ["tail"]
+    test = load_labeled(sample / "test")
+    from classification.cache import FeatureCache
+    from_maps = predict(result.model, test, result.data_cfg, cache, tail_blocks=1).probs
+    whole = predict(result.model, test, result.data_cfg, FeatureCache(None), runtime="torch").probs
+    assert np.abs(from_maps - whole).max() < 1e-3  # float16 maps vs a float32 forward
+    assert (from_maps.argmax(1) == whole.argmax(1)).mean() > 0.98
