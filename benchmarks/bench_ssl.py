@@ -43,7 +43,10 @@ def parse_args():
     p.add_argument("--n-trials", type=int, default=10)
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
-    p.add_argument("--rows", default="supervised,selftraining,labelspreading,fixed,flexmatch,oracle")
+    p.add_argument("--rows", default="supervised,selftraining,labelspreading,fixed,flexmatch,oracle",
+                   help="also: flexmatch_tail (trains the last block on cached maps, --tail-blocks)")
+    p.add_argument("--tail-blocks", type=int, default=1)
+    p.add_argument("--tail-epochs", type=int, default=3)
     return p.parse_args()
 
 
@@ -60,10 +63,13 @@ def eval_features(images: ImageSet, size: int, cache: FeatureCache) -> np.ndarra
     return extract_features(model, images, data_config(model, size), cache).feats[0]
 
 
-def run_ours(name, lb, pool, test, truth, cache, seed, size, n_trials):
+def run_ours(name, lb, pool, test, truth, cache, seed, size, n_trials, tail=(0, 0)):
     loop = {"supervised": LoopConfig(n_trials=0), "fixed": LoopConfig(n_trials=n_trials, threshold=0.8, policy="fixed"),
-            "flexmatch": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch")}
+            "flexmatch": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch"),
+            "flexmatch_tail": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch")}
     train = TrainConfig(img_size=size, seed=seed)
+    if name == "flexmatch_tail":
+        train = train.with_(tail_blocks=tail[0], tail_epochs=tail[1])
     if name == "oracle":
         full = pool.subset(np.flatnonzero(truth >= 0)).with_labels(truth[truth >= 0], lb.classes)
         lb, pool, loop_cfg = lb.concat(full), pool.subset([]), LoopConfig(n_trials=0)
@@ -109,7 +115,8 @@ def main() -> int:
             if name in ("selftraining", "labelspreading"):
                 runs.append(run_sklearn(name, feats["lb"], lb.labels, feats["pool"], feats["test"], test.labels, truth, seed))
             else:
-                runs.append(run_ours(name, lb, pool, test, truth, cache, seed, args.img_size, args.n_trials))
+                runs.append(run_ours(name, lb, pool, test, truth, cache, seed, args.img_size, args.n_trials,
+                                     (args.tail_blocks, args.tail_epochs)))
         rows[name] = {"runs": runs, "wall_s": (time.perf_counter() - t0) / len(seeds)}
         print(f"done {name}: {[round(r['test_accuracy'], 4) for r in runs]}", file=sys.stderr, flush=True)
     n_images = len(lb) + len(pool) + len(test)

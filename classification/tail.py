@@ -3,6 +3,11 @@ feature maps of the frozen trunk before them, so each (image, view) still passes
 expensive part of the network once. This lifts the ceiling that a head on frozen features has,
 at a few hundred images per second on two CPU cores.
 
+Two stages, as in finetune mode: (1) the head alone, by full-batch L-BFGS on the pooled features
+of the still-pretrained tail (eval view), which is plain head mode and good with few labels;
+(2) tail and head together with AdamW on the cached views. Without stage 1, a handful of minibatch
+steps on a few dozen labels leaves the head near its zero start and the loop's first
+pseudo-labels poor (37.5 % test accuracy at 4 labels per class, against 59.8 % for head mode).
 BatchNorm statistics in the tail stay frozen (pretrained running stats): with small, noisy
 pseudo-labelled batches, updating them hurts more than it helps.
 """
@@ -60,5 +65,28 @@ def fit_tail(model, cfg: TrainConfig, data_cfg, views, y: np.ndarray, w: np.ndar
         return {"loss": float(loss_fn(logits, ys[va])), **scores(y[va], logits.argmax(1).numpy(), n_classes)}
 
     history: list[dict] = []
+    _fit_head_first(tail, head, cfg, views, batch, y, w, tr, va, n_classes, history, on_epoch, progress)
     best = run_stage(net, train_epoch, evaluate, opt, cfg.tail_epochs, cfg, "tail", history, on_epoch, progress)
     return history, best
+
+
+@torch.no_grad()
+def _pooled(tail, batch, rows: np.ndarray) -> np.ndarray:
+    tail.eval()
+    chunks = [tail(batch(np.zeros(len(b), np.int64), b)).numpy() for b in np.array_split(rows, max(1, len(rows) // 512))]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 1), np.float32)
+
+
+def _fit_head_first(tail, head, cfg, views, batch, y, w, tr, va, n_classes, history, on_epoch, progress):
+    """Stage 1: the head alone by L-BFGS on the eval view's pooled features (see the docstring)."""
+    from classification.head import _lbfgs_epoch_fn, make_feature_evaluator
+
+    x, _ = views
+    rows = np.arange(x.shape[1])
+    pooled = _pooled(tail, batch, rows)
+    feats = pooled[None]
+    loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
+    opt = create_optimizer("lbfgs", [{"params": head.parameters(), "lr": 1.0}], cfg.weight_decay)
+    epoch = _lbfgs_epoch_fn(head, opt, loss_fn, (feats, np.ones(len(rows), np.int64)), y, w, tr, cfg, None)
+    evaluate = make_feature_evaluator(head, pooled[va], y[va], loss_fn, n_classes)
+    run_stage(head, epoch, evaluate, opt, cfg.epochs, cfg, "head", history, on_epoch, progress)
