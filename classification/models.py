@@ -183,4 +183,4 @@ def _load_without_head(model: nn.Module, state: dict, source: str) -> None:
         raise InputError(f"weights {source} lack {len(missing)} backbone tensors, e.g. {missing[0]}")
     own.update({k: v for k, v in backbone.items() if k in own})
     model.load_state_dict(own)
-    _logger.info("loaded backbone weights from %s", source)
+    _logger.debug("loaded backbone weights from %s", source)
