@@ -44,7 +44,8 @@ def parse_args():
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--cache-dir", type=Path, default=None, help="default: a fresh temporary folder")
     p.add_argument("--rows", default="supervised,selftraining,labelspreading,fixed,flexmatch,oracle",
-                   help="also: flexmatch_tail (trains the last block on cached maps, --tail-blocks)")
+                   help="also: flexmatch_tail (trains the last block on cached maps, --tail-blocks), "
+                        "flexmatch_views (predicts the pool with the mean of 4 weak views)")
     p.add_argument("--tail-blocks", type=int, default=1)
     p.add_argument("--tail-epochs", type=int, default=3)
     return p.parse_args()
@@ -66,7 +67,8 @@ def eval_features(images: ImageSet, size: int, cache: FeatureCache) -> np.ndarra
 def run_ours(name, lb, pool, test, truth, cache, seed, size, n_trials, tail=(0, 0)):
     loop = {"supervised": LoopConfig(n_trials=0), "fixed": LoopConfig(n_trials=n_trials, threshold=0.8, policy="fixed"),
             "flexmatch": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch"),
-            "flexmatch_tail": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch")}
+            "flexmatch_tail": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch"),
+            "flexmatch_views": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch", weak_views=4)}
     train = TrainConfig(img_size=size, seed=seed)
     if name == "flexmatch_tail":
         train = train.with_(tail_blocks=tail[0], tail_epochs=tail[1])

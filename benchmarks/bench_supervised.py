@@ -54,9 +54,7 @@ def load_pool(root: Path, classes: list[str]) -> ImageSet:
     truth = pd.read_csv(root / "unlabeled_truth.csv", dtype=str)
     index = {c: i for i, c in enumerate(classes)}
     by_name = dict(zip(truth["file"], truth["label"].map(index)))
-    pool.labels = np.array([by_name[Path(p).name] for p in pool.paths], np.int64)
-    pool.classes = list(classes)
-    return pool
+    return pool.with_labels(np.array([by_name[Path(p).name] for p in pool.paths], np.int64), classes)
 
 
 def load_sets(args) -> dict[str, ImageSet]:

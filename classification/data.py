@@ -62,14 +62,6 @@ class ImageSet:
         assert labels.shape == (len(self),), (labels.shape, len(self))
         return ImageSet(list(self.paths), list(self.hashes), labels.copy(), list(classes), list(self.skipped))
 
-    def drop(self, bad_paths: set[str], reasons: dict[str, str] | None = None) -> "ImageSet":
-        """A copy without `bad_paths`; their reasons are appended to `skipped`."""
-        keep = [i for i, p in enumerate(self.paths) if p not in bad_paths]
-        out = self.subset(keep)
-        out.skipped = self.skipped + [(p, (reasons or {}).get(p, "skipped")) for p in self.paths
-                                      if p in bad_paths]
-        return out
-
 
 def find_images(root: str | Path) -> list[Path]:
     """All image files under `root`, recursively, sorted; symlinked folders are not followed."""
