@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from classification.data import ImageSet
-from classification.errors import InputError
+from classification.errors import InputError, first_line
 
 
 def load_truth(csv: str | Path, pool: ImageSet, classes: list[str]) -> np.ndarray:
@@ -20,7 +20,7 @@ def load_truth(csv: str | Path, pool: ImageSet, classes: list[str]) -> np.ndarra
     try:
         frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     except (OSError, ValueError, pd.errors.ParserError) as e:
-        raise InputError(f"cannot read truth CSV {csv}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot read truth CSV {csv}: {first_line(e)}") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame = frame.rename(columns={"path": "file", "filepath": "file", "class": "label"})
     if not {"file", "label"} <= set(frame.columns):

@@ -8,7 +8,7 @@ import yaml
 
 from autolabel.policies import POLICIES
 from classification.config import TrainConfig
-from classification.errors import InputError
+from classification.errors import InputError, first_line
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ def load_config(path: str | Path | None) -> tuple[dict, dict]:
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read config {path}: {str(e).splitlines()[0]}") from None
+        raise InputError(f"cannot read config {path}: {first_line(e)}") from None
     if not isinstance(raw, dict) or not set(raw) <= {"train", "loop"}:
         raise InputError(f"config {path} must be a mapping with sections train: and loop:")
     sections = {}

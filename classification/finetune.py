@@ -14,7 +14,7 @@ from classification.config import TrainConfig
 from classification.data import ImageSet
 from classification.datasets import ImageDataset, make_loader, view_seed
 from classification.losses import create_loss
-from classification.metrics import scores
+from classification.metrics import no_validation, scores
 from classification.models import classifier_module
 from classification.trainer import create_optimizer, run_stage
 from classification.transforms import create_transform
@@ -105,7 +105,7 @@ def _evaluator(model, val: ImageSet, transform, cfg: TrainConfig, device: str, l
     @torch.no_grad()
     def evaluate() -> dict:
         if len(val) == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+            return no_validation()
         model.eval()
         logits, rows = [], []
         for idx, x, _ in make_loader(*loader_args):
@@ -115,7 +115,7 @@ def _evaluator(model, val: ImageSet, transform, cfg: TrainConfig, device: str, l
                     logits.append(model(x).float().cpu())
                 rows.append(idx)
         if not logits:
-            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+            return no_validation()
         logits, y = torch.cat(logits), torch.from_numpy(val.labels[torch.cat(rows).numpy()])
         return {"loss": float(loss_fn(logits, y)), **scores(y.numpy(), logits.argmax(1).numpy(),
                                                             len(val.classes))}

@@ -18,7 +18,7 @@ from classification.data import ImageSet
 from classification.errors import InputError
 from classification.inference import extract_features
 from classification.losses import create_loss
-from classification.metrics import scores
+from classification.metrics import no_validation, scores
 from classification.models import classifier_module
 from classification.trainer import create_optimizer, run_stage
 
@@ -144,7 +144,7 @@ def make_feature_evaluator(head, x_va: np.ndarray, y_va: np.ndarray, loss_fn, n_
     @torch.no_grad()
     def evaluate() -> dict:
         if len(yv) == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+            return no_validation()
         head.eval()
         logits = head(xv)
         return {"loss": float(loss_fn(logits, yv)), **scores(y_va, logits.argmax(1).numpy(), n_classes)}

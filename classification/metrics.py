@@ -9,6 +9,11 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 from classification.fileio import atomic_path
 
 
+def no_validation() -> dict[str, float]:
+    """The evaluation record when there is nothing to validate on (the epoch loop then keeps the last epoch)."""
+    return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+
+
 def scores(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict[str, float]:
     """Accuracy and macro-F1 over all `n_classes` (absent classes count as F1 = 0 only if predicted)."""
     if len(y_true) == 0:

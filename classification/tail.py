@@ -19,7 +19,7 @@ import torch
 from classification.config import TrainConfig
 from classification.inference import map_shape
 from classification.losses import create_loss
-from classification.metrics import scores
+from classification.metrics import no_validation, scores
 from classification.models import classifier_module, split_model
 from classification.trainer import create_optimizer, run_stage
 
@@ -58,7 +58,7 @@ def fit_tail(model, cfg: TrainConfig, data_cfg, views, y: np.ndarray, w: np.ndar
     @torch.no_grad()
     def evaluate() -> dict:
         if len(va) == 0:
-            return {"loss": float("nan"), "accuracy": float("nan"), "macro_f1": float("nan")}
+            return no_validation()
         net.eval()
         logits = torch.cat([net(batch(np.zeros(len(b), np.int64), b))
                             for b in np.array_split(va, max(1, len(va) // 256))])
