@@ -22,6 +22,9 @@ class LoopConfig:
     sticky: bool = False            # keep accepted labels forever (seed 001) instead of re-deciding each trial
     weak_views: int = 1             # predict the pool with the mean of this many weak views (1: eval view)
     confidence_weight: bool = False  # weight each pseudo-labelled image's loss by its confidence
+    ood_guard: bool = True          # refuse pool images far from every human label (embeddings/ood.py)
+    ood_k: int = 5                  # the guard's score: distance to the k-th nearest human label
+    ood_tpr: float = 0.95           # the guard's threshold keeps this share of human labels (leave-one-out)
 
     def __post_init__(self):
         if not 0 < self.threshold <= 1:
@@ -32,6 +35,8 @@ class LoopConfig:
             raise InputError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
         if self.weak_views < 1:
             raise InputError(f"weak_views must be >= 1, got {self.weak_views}")
+        if self.ood_k < 1 or not 0 < self.ood_tpr <= 1:
+            raise InputError(f"ood_k must be >= 1 and ood_tpr in (0, 1]; got {self.ood_k}, {self.ood_tpr}")
         if not 0 <= self.flex_floor <= 1:
             raise InputError(f"flex_floor must be in [0, 1], got {self.flex_floor}")
 

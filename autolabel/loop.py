@@ -3,7 +3,8 @@
 One trial: (a) train on human labels + the pseudo-labels accepted so far (strong views for the
 pseudo-labels; validation from human labels only), (b) predict the pool with the weak transform,
 (c) let the threshold policy pick, (d) cap each class with the balance guard, (e) re-decide every
-pseudo-label (or keep them, with `sticky`). After the last trial one more fit on the final labels
+pseudo-label (or keep them, with `sticky`). With `ood_guard`, a pool image further from every
+human label than the calibrated threshold is never accepted, whatever its confidence. After the last trial one more fit on the final labels
 gives the model, so 0 trials is plain supervised training.
 """
 from __future__ import annotations
@@ -21,6 +22,8 @@ from classification.config import TrainConfig
 from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
 from classification.engine import FitResult, fit
 from classification.inference import predict
+from embeddings.features import Embedder
+from embeddings.ood import KnnOOD
 
 _logger = logging.getLogger(__name__)
 
@@ -34,6 +37,8 @@ class PseudoLabeler:
     Fitted attributes (over the de-duplicated `unlabeled_` pool unless said otherwise):
         pseudo_labels_: (N,) accepted class, -1 = none.
         confidence_: (N,) confidence of the latest prediction.
+        ood_score_: (N,) distance to the k-th nearest human label (NaN without the guard).
+        ood_refused_: (N,) refused by the out-of-class guard.
         labeled_trial_: (N_human + N,) 0 = human label, i = accepted in trial i, -1 = never.
         n_trials_: trials run.  termination_reason_: why the loop stopped.
         history_: one record per trial.  model_: the final FitResult.
@@ -58,6 +63,7 @@ class PseudoLabeler:
         self.pseudo_labels_ = np.full(n, UNLABELED, np.int64)
         self.confidence_ = np.zeros(n, np.float32)
         self.accepted_trial_ = np.full(n, -1, np.int64)
+        self._fit_ood_guard()
         self.history_, self.termination_reason_, self.n_trials_ = [], "max_trials", 0
         for trial in range(1, self.loop.n_trials + 1):
             record = self._trial(trial)
@@ -75,6 +81,23 @@ class PseudoLabeler:
     @property
     def labeled_trial_(self) -> np.ndarray:
         return np.concatenate([np.zeros(len(self.labeled_), np.int64), self.accepted_trial_])
+
+    def _fit_ood_guard(self) -> None:
+        """Score the pool against the human labels in the pretrained backbone's space (in head mode
+        the features the head trains on, so no extra backbone pass)."""
+        n = len(self.unlabeled_)
+        self.ood_score_, self.ood_refused_, self.ood_ = np.full(n, np.nan, np.float32), np.zeros(n, bool), None
+        if not self.loop.ood_guard or n == 0:
+            return
+        t = self.train
+        embed = Embedder(t.model, weights=t.weights, img_size=t.img_size, cache=self.cache, runtime=t.runtime,
+                         batch_size=t.batch_size, workers=t.workers, progress=self.progress)
+        ref, pool = embed(self.labeled_), embed(self.unlabeled_)
+        self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok])
+        self.ood_score_[pool.ok] = self.ood_.score(pool.feats[pool.ok])
+        self.ood_refused_ = pool.ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
+        _logger.info("out-of-class guard: %d of %d pool images refused (threshold %.4f, k=%d)",
+                     int(self.ood_refused_.sum()), n, self.ood_.threshold_, self.ood_.k_)
 
     def _fit_current(self) -> FitResult:
         acc = np.flatnonzero(self.pseudo_labels_ >= 0)
@@ -98,7 +121,8 @@ class PseudoLabeler:
         conf, guess = probs.max(axis=1), probs.argmax(axis=1)
         self.policy_.update(probs)
         tau = self.policy_.thresholds()
-        accept = pred.ok & (conf >= tau[guess])
+        confident = pred.ok & (conf >= tau[guess])
+        accept = confident & ~self.ood_refused_
         human_counts = np.bincount(self.labeled_.labels, minlength=len(self.classes_))
         accept = balance_cap(accept, guess, conf, human_counts, self.loop.balance)
         before = self.pseudo_labels_.copy()
@@ -106,6 +130,7 @@ class PseudoLabeler:
         self.trial_prediction_ = {"guess": guess, "confidence": conf, "accepted": accept,
                                   "threshold": tau[guess], "ok": pred.ok}
         record = self._record(trial, result, before, accept, tau, conf, pred.skipped)
+        record["refused_ood"] = int((confident & self.ood_refused_).sum())
         record["test_accuracy"] = self._test_accuracy(result)
         return record
 
@@ -132,7 +157,7 @@ class PseudoLabeler:
         now = self.pseudo_labels_
         newly = int(((now >= 0) & (before < 0)).sum())
         n_acc = int((now >= 0).sum())
-        if n_acc == len(now) and len(now):
+        if n_acc == int((~self.ood_refused_).sum()) and len(now):
             stop = "all_labeled"
         elif trial > 1 and np.array_equal(now, before):
             stop = "no_change"

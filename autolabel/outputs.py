@@ -1,7 +1,7 @@
 """What a run leaves in its output folder, written atomically as the loop goes.
 
-    dataset.csv          path,label,source(human|pseudo),confidence,trial: the labelled dataset
-    trials/trial_NN.csv  every pool image's prediction, confidence, threshold and decision
+    dataset.csv          path,label,source(human|pseudo),confidence,trial,ood_score: the labelled dataset
+    trials/trial_NN.csv  every pool image's prediction, confidence, threshold, ood score and decision
     metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason
     state.json           accepted labels and threshold-policy state after the last completed trial
     checkpoint/          the final classifier (see classification.checkpoint)
@@ -34,7 +34,8 @@ class RunWriter:
         write_csv(self.out / "dataset.csv", dataset_frame(labeler))
         write_json(self.out / "state.json", {
             "trial": record["trial"], "pseudo_labels": labeler.pseudo_labels_.tolist(),
-            "accepted_trial": labeler.accepted_trial_.tolist(), "policy": labeler.policy_.state_dict()})
+            "accepted_trial": labeler.accepted_trial_.tolist(), "policy": labeler.policy_.state_dict(),
+            "ood_guard": labeler.ood_.state_dict() if labeler.ood_ else None})
         write_json(self.out / "metrics.json", self._metrics(labeler))
 
     def finish(self, labeler) -> dict:
@@ -48,7 +49,8 @@ class RunWriter:
     def _metrics(self, labeler) -> dict:
         final = {"termination_reason": labeler.termination_reason_, "n_trials": labeler.n_trials_,
                  "pseudo_labels": int((labeler.pseudo_labels_ >= 0).sum()), "pool": len(labeler.unlabeled_),
-                 "human_labels": len(labeler.labeled_)}
+                 "human_labels": len(labeler.labeled_), "refused_ood": int(labeler.ood_refused_.sum()),
+                 "ood_guard": labeler.ood_.state_dict() if labeler.ood_ else None}
         if hasattr(labeler, "test_accuracy_"):
             final["test_accuracy"] = labeler.test_accuracy_
         if self.truth is not None:
@@ -61,6 +63,7 @@ class RunWriter:
         return pd.DataFrame({"path": labeler.unlabeled_.paths,
                              "prediction": np.where(p["ok"], classes[p["guess"]], ""),
                              "confidence": p["confidence"], "threshold": p["threshold"],
+                             "ood_score": labeler.ood_score_.round(6), "ood_refused": labeler.ood_refused_,
                              "accepted": p["accepted"], "label": _names(labeler.pseudo_labels_, classes)})
 
 
@@ -69,10 +72,10 @@ def dataset_frame(labeler) -> pd.DataFrame:
     lb, pool, classes = labeler.labeled_, labeler.unlabeled_, np.array(labeler.classes_)
     acc = np.flatnonzero(labeler.pseudo_labels_ >= 0)
     human = pd.DataFrame({"path": lb.paths, "label": classes[lb.labels], "source": "human",
-                          "confidence": 1.0, "trial": 0})
+                          "confidence": 1.0, "trial": 0, "ood_score": np.nan})
     pseudo = pd.DataFrame({"path": [pool.paths[i] for i in acc], "label": classes[labeler.pseudo_labels_[acc]],
                            "source": "pseudo", "confidence": labeler.confidence_[acc].round(6),
-                           "trial": labeler.accepted_trial_[acc]})
+                           "trial": labeler.accepted_trial_[acc], "ood_score": labeler.ood_score_[acc].round(6)})
     return pd.concat([human, pseudo], ignore_index=True)
 
 

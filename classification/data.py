@@ -119,6 +119,14 @@ def load_unlabeled(source: str | Path, allow_absolute: bool = True) -> ImageSet:
     return _hashed(paths, np.full(len(paths), UNLABELED, np.int64), [], skipped)
 
 
+def load_files(paths: list[str | Path]) -> ImageSet:
+    """Unlabelled images from a list of files (for example queries on a command line)."""
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if missing:
+        raise InputError(f"image not found: {missing[0]}")
+    return _hashed([str(Path(p).resolve()) for p in paths], np.full(len(paths), UNLABELED, np.int64), [], [])
+
+
 def dedupe(labeled: ImageSet, unlabeled: ImageSet) -> tuple[ImageSet, ImageSet]:
     """Remove repeated content: within each set keep the first copy, and an image that is both
     labelled and unlabelled stays labelled only. Labelled copies with different labels are an error.

@@ -43,10 +43,10 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
 
 
-def write_csv(path: str | Path, frame) -> None:
-    """Write a pandas DataFrame as CSV, atomically, without the index."""
+def write_csv(path: str | Path, frame, sep: str = ",") -> None:
+    """Write a pandas DataFrame as CSV (or TSV with sep="\\t"), atomically, without the index."""
     with atomic_path(path) as tmp:
-        frame.to_csv(tmp, index=False)
+        frame.to_csv(tmp, index=False, sep=sep)
 
 
 def _jsonable(obj: Any) -> Any:

@@ -126,3 +126,21 @@ def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
     from classification.errors import InputError
     with pytest.raises(InputError, match="unknown loop key.*treshold.*valid:.*threshold"):
         _resolve(bad, {}, {})
+
+
+def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
+    lb, ulb, test = sets
+    pool = ulb.concat(load_unlabeled(sample / "ood_mnist"))
+    loop = LoopConfig(n_trials=1, threshold=0.5)
+    labeler = PseudoLabeler(loop, TRAIN, cache).fit(lb, pool, test=test)
+    digit = np.array(["ood_mnist" in p for p in labeler.unlabeled_.paths])
+    assert digit.sum() == 20
+    assert labeler.ood_refused_[digit].mean() >= 0.6 and labeler.ood_refused_[~digit].mean() <= 0.15
+    assert (labeler.pseudo_labels_[labeler.ood_refused_] == -1).all()
+    assert labeler.history_[0]["refused_ood"] <= labeler.ood_refused_.sum()
+    frame = dataset_frame(labeler)
+    pseudo = frame[frame.source == "pseudo"]
+    assert pseudo.ood_score.notna().all() and (pseudo.ood_score <= labeler.ood_.threshold_).all()
+    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, ood_guard=False), TRAIN, cache).fit(lb, pool)
+    assert not off.ood_refused_.any() and np.isnan(off.ood_score_).all()
+    assert (off.pseudo_labels_[digit] >= 0).any()  # without the guard some digits get a class

@@ -11,6 +11,8 @@ import click
 import typer
 
 from autolabel.cli import data as data_cmds
+from autolabel.cli import index as index_cmds
+from autolabel.cli import ood as ood_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli.common import STATE, setup_logging
 from autolabel.cli.run import run_loop
@@ -21,6 +23,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
 app.command("train")(train_cmds.train)
 app.command("predict")(train_cmds.predict)
 app.add_typer(data_cmds.app, name="data")
+app.add_typer(index_cmds.app, name="index")
+app.add_typer(ood_cmds.app, name="ood")
 
 
 @app.callback(invoke_without_command=True)
@@ -40,6 +44,7 @@ def root(
     sticky: Optional[bool] = typer.Option(None, "--sticky/--no-sticky", help="Keep accepted labels forever."),
     balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share [default: 1.5; 0 = off]."),
     views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool [default: 1]."),
+    ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images far from every human label [default: on]."),
     model: Optional[str] = typer.Option(None, help="timm model [default: efficientnet_lite0]."),
     img_size: Optional[int] = typer.Option(None, help="Input size [default: the model's]."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
@@ -53,7 +58,8 @@ def root(
     run_loop(data_clean, data_raw, out, config, truth, test, cache_dir,
              train_flags={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
              loop_flags={"n_trials": n_trials, "threshold": threshold, "policy": policy,
-                         "sticky": sticky, "balance": balance, "weak_views": views})
+                         "sticky": sticky, "balance": balance, "weak_views": views,
+                         "ood_guard": ood_guard})
 
 
 def main(argv: list[str] | None = None) -> int:

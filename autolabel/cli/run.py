@@ -83,16 +83,16 @@ def _summary(metrics: dict) -> None:
     from rich.table import Table
 
     table = Table(title="autolabel trials")
-    cols = ["trial", "accepted", "new", "dropped", "coverage", "val acc", "test acc", "precision"]
+    cols = ["trial", "accepted", "new", "dropped", "refused OOD", "coverage", "val acc", "test acc", "precision"]
     for c in cols:
         table.add_column(c, justify="right")
     for r in metrics["trials"]:
         prec = r.get("audit", {}).get("precision")
         table.add_row(str(r["trial"]), str(r["accepted"]), str(r["newly_accepted"]), str(r["dropped"]),
-                      f"{r['coverage']:.1%}", _pct(r.get("val_accuracy")), _pct(r.get("test_accuracy")),
+                      str(r.get("refused_ood", "")), f"{r['coverage']:.1%}", _pct(r.get("val_accuracy")), _pct(r.get("test_accuracy")),
                       _pct(prec))
     final = metrics["final"]
-    table.add_row("final", str(final["pseudo_labels"]), "", "", f"{final['pseudo_labels'] / max(final['pool'], 1):.1%}",
+    table.add_row("final", str(final["pseudo_labels"]), "", "", str(final.get("refused_ood", "")), f"{final['pseudo_labels'] / max(final['pool'], 1):.1%}",
                   "", _pct(final.get("test_accuracy")), _pct(final.get("audit", {}).get("precision")))
     Console().print(table)
 
