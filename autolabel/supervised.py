@@ -13,8 +13,9 @@ from classification.config import TrainConfig
 from classification.data import ImageSet, load_labeled, load_unlabeled, stratified_split
 from classification.engine import fit
 from classification.fileio import write_csv, write_json
+from classification.folds import cross_validate, score_images, summarize
 from classification.inference import predict
-from classification.metrics import confusion_png, report, scores
+from classification.metrics import confusion_png, report
 
 _logger = logging.getLogger(__name__)
 
@@ -36,16 +37,42 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
     target = load_labeled(test, classes=labeled.classes) if test else labeled.subset(val_idx)
     name = "test" if test else "val"
     if len(target):
-        pred = predict(result.model, target, result.data_cfg, cache, runtime=cfg.runtime,
-                       batch_size=cfg.batch_size, workers=cfg.workers, progress=progress,
-                       tail_blocks=cfg.tail_blocks)
-        y_true, y_pred = target.labels[pred.ok], pred.probs[pred.ok].argmax(1)
-        metrics[name] = {**scores(y_true, y_pred, len(labeled.classes)),
-                         "report": report(y_true, y_pred, labeled.classes)}
+        target_scores, y_true, y_pred = score_images(result, target, cfg, cache, progress)
+        metrics[name] = {**target_scores, "report": report(y_true, y_pred, labeled.classes)}
         confusion_png(y_true, y_pred, labeled.classes, out / "confusion_matrix.png",
                       title=f"Confusion matrix ({name})")
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def train_folds(data_clean: str | Path, out: str | Path, cfg: TrainConfig, cache: FeatureCache,
+                n_folds: int, test: str | Path | None = None, progress: bool = False) -> dict:
+    """Stratified k-fold cross-validation of `train_supervised`'s training; writes `folds.json`.
+
+    No checkpoint is written: the k models only measure how well (and how steadily) the setup
+    trains; `autolabel train` without folds makes the model to use.
+    """
+    labeled = load_labeled(data_clean)
+    target = load_labeled(test, classes=labeled.classes) if test else None
+    results = cross_validate(cfg, labeled, cache, n_folds, test=target, progress=progress)
+    summary = {"n_folds": n_folds, "seed": cfg.seed, "n_images": len(labeled), "classes": labeled.classes,
+               "mean_std": summarize(results),
+               "folds": [_fold_record(r, labeled) for r in results],
+               "skipped": [{"path": p, "reason": r} for p, r in labeled.skipped]}
+    if target is not None:
+        summary["test_mean_std"] = summarize(results, "test")
+    write_json(Path(out) / "folds.json", summary)
+    return summary
+
+
+def _fold_record(r, labeled: ImageSet) -> dict:
+    held = labeled.subset(r.held_out)
+    record = {"fold": r.fold, "n_train": r.n_train, "n_val": r.n_val, "n_held_out": len(held),
+              "best_epoch": r.best_epoch, **r.scores,
+              "held_out": [{"path": p, "label": labeled.classes[y]} for p, y in zip(held.paths, held.labels)]}
+    if r.test is not None:
+        record["test"] = r.test
+    return record
 
 
 def predict_to_csv(checkpoint: str | Path, images: str | Path, out_csv: str | Path, cache: FeatureCache,

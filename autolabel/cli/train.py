@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled, weights_choice
-from autolabel.supervised import predict_to_csv, train_supervised
+from autolabel.supervised import predict_to_csv, train_folds, train_supervised
 from classification.config import TrainConfig
 
 
@@ -30,12 +30,20 @@ def train(
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     workers: Optional[int] = typer.Option(None, help="Decoding workers (default: cores - 1)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+    folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validate instead: K stratified folds, each "
+                                        "scored by a model trained on the others; writes folds.json, no checkpoint."),
 ):
-    """Train a classifier on human labels and write a checkpoint folder."""
+    """Train a classifier on human labels and write a checkpoint folder (or cross-validate with --folds)."""
     changes = {"stage2_epochs" if mode == "finetune" else "epochs": epochs} if epochs is not None else {}
     cfg = TrainConfig(model=model, weights=weights_choice(weights, pretrained), mode=mode, head=head,
                       loss=loss, lr=lr, img_size=img_size, val_fraction=val_fraction, seed=seed,
                       device=device, workers=workers, **changes)
+    if folds is not None:
+        summary = train_folds(data_clean, out, cfg, open_cache(cache_dir), folds, test=test,
+                              progress=progress_enabled())
+        _print_folds(summary)
+        typer.echo(f"folds: {out / 'folds.json'}")
+        return summary
     metrics = train_supervised(data_clean, out, cfg, open_cache(cache_dir), test=test,
                                progress=progress_enabled())
     best = metrics["best_epoch"]
@@ -46,6 +54,18 @@ def train(
         typer.echo(f"test accuracy {metrics['test']['accuracy']:.3f}, macro-F1 {metrics['test']['macro_f1']:.3f}")
     print_skips(typer.echo, [(s["path"], s["reason"]) for s in metrics["skipped"]])
     typer.echo(f"checkpoint: {out}")
+
+
+def _print_folds(summary: dict) -> None:
+    for f in summary["folds"]:
+        typer.echo(f"fold {f['fold']}: accuracy {f['accuracy']:.3f}, macro-F1 {f['macro_f1']:.3f} "
+                   f"on {f['n_held_out']} held-out images (trained on {f['n_train']}, validated on {f['n_val']})")
+    for label, key in (("held-out", "mean_std"), ("test", "test_mean_std")):
+        if summary.get(key):
+            s = summary[key]
+            typer.echo(f"{label} over {summary['n_folds']} folds: accuracy {s['accuracy']['mean']:.3f} "
+                       f"± {s['accuracy']['std']:.3f}, macro-F1 {s['macro_f1']['mean']:.3f} "
+                       f"± {s['macro_f1']['std']:.3f}")
 
 
 def predict(
