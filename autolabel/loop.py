@@ -6,6 +6,10 @@ pseudo-labels; validation from human labels only), (b) predict the pool with the
 pseudo-label (or keep them, with `sticky`). With `ood_guard`, a pool image further from every
 human label than the calibrated threshold is never accepted, whatever its confidence. After the last trial one more fit on the final labels
 gives the model, so 0 trials is plain supervised training.
+
+Callbacks: each trial callback gets `(record, labeler)` after its trial; each epoch callback gets
+every training epoch's record (see `classification.trainer.run_stage`) with `trial` added: the
+trial it trains for, or None for the final fit.
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ _logger = logging.getLogger(__name__)
 
 NOTHING_MORE = "Pseudo labeling done. Nothing more to label."
 TrialCallback = Callable[[dict, "PseudoLabeler"], None]
+EpochCallback = Callable[[dict], None]
 
 
 class PseudoLabeler:
@@ -42,13 +47,15 @@ class PseudoLabeler:
         labeled_trial_: (N_human + N,) 0 = human label, i = accepted in trial i, -1 = never.
         n_trials_: trials run.  termination_reason_: why the loop stopped.
         history_: one record per trial.  model_: the final FitResult.
+        test_accuracy_, test_pred_: the final model on `test` ((N_test,), -1 = undecodable), or None.
     """
 
     def __init__(self, loop: LoopConfig = LoopConfig(), train: TrainConfig = TrainConfig(),
                  cache: FeatureCache | None = None, callbacks: list[TrialCallback] = (),
-                 progress: bool = False):
+                 progress: bool = False, epoch_callbacks: list[EpochCallback] = ()):
         self.loop, self.train, self.cache = loop, train, cache or FeatureCache(None)
         self.callbacks, self.progress = list(callbacks), progress
+        self.epoch_callbacks = list(epoch_callbacks)
 
     def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None) -> "PseudoLabeler":
         """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything."""
@@ -74,8 +81,9 @@ class PseudoLabeler:
             if record["stop"]:
                 self.termination_reason_ = record["stop"]
                 break
-        self.model_ = self._fit_current()
-        self.test_accuracy_ = self._test_accuracy(self.model_)
+        self.model_ = self._fit_current(None)
+        self.test_pred_ = self._test_predictions(self.model_)
+        self.test_accuracy_ = self._accuracy(self.test_pred_)
         return self
 
     @property
@@ -99,7 +107,7 @@ class PseudoLabeler:
         _logger.info("out-of-class guard: %d of %d pool images refused (threshold %.4f, k=%d)",
                      int(self.ood_refused_.sum()), n, self.ood_.threshold_, self.ood_.k_)
 
-    def _fit_current(self) -> FitResult:
+    def _fit_current(self, trial: int | None) -> FitResult:
         acc = np.flatnonzero(self.pseudo_labels_ >= 0)
         pseudo = self.unlabeled_.subset(acc).with_labels(self.pseudo_labels_[acc], self.classes_)
         train = self.train_human_.concat(pseudo)
@@ -108,10 +116,20 @@ class PseudoLabeler:
         if self.loop.confidence_weight:
             weight[len(self.train_human_):] = self.confidence_[acc]
         return fit(self.train, train, self.val_, self.cache, strong=strong, sample_weight=weight,
-                   progress=self.progress)
+                   progress=self.progress, on_epoch=self._epoch_hook(trial))
+
+    def _epoch_hook(self, trial: int | None) -> EpochCallback | None:
+        if not self.epoch_callbacks:
+            return None
+
+        def on_epoch(record: dict) -> None:
+            for cb in self.epoch_callbacks:
+                cb({**record, "trial": trial})
+
+        return on_epoch
 
     def _trial(self, trial: int) -> dict:
-        result = self._fit_current()
+        result = self._fit_current(trial)
         views = self.loop.weak_views
         pred = predict(result.model, self.unlabeled_, result.data_cfg, self.cache,
                        kind="eval" if views == 1 else "weak", n_views=views, runtime=self.train.runtime,
@@ -131,16 +149,22 @@ class PseudoLabeler:
                                   "threshold": tau[guess], "ok": pred.ok}
         record = self._record(trial, result, before, accept, tau, conf, pred.skipped)
         record["refused_ood"] = int((confident & self.ood_refused_).sum())
-        record["test_accuracy"] = self._test_accuracy(result)
+        record["test_accuracy"] = self._accuracy(self._test_predictions(result))
         return record
 
-    def _test_accuracy(self, result: FitResult) -> float | None:
+    def _test_predictions(self, result: FitResult) -> np.ndarray | None:
         if self.test_ is None or len(self.test_) == 0:
             return None
         pred = predict(result.model, self.test_, result.data_cfg, self.cache, runtime=self.train.runtime,
                        batch_size=self.train.batch_size, workers=self.train.workers,
                        tail_blocks=self.train.tail_blocks)
-        return float((pred.probs[pred.ok].argmax(1) == self.test_.labels[pred.ok]).mean())
+        return np.where(pred.ok, pred.probs.argmax(1), UNLABELED)
+
+    def _accuracy(self, test_pred: np.ndarray | None) -> float | None:
+        if test_pred is None:
+            return None
+        ok = test_pred >= 0
+        return float((test_pred[ok] == self.test_.labels[ok]).mean())
 
     def _apply(self, trial: int, accept, guess, conf) -> None:
         if self.loop.sticky:

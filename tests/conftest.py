@@ -19,6 +19,14 @@ def sample() -> Path:
     return SAMPLE
 
 
+@pytest.fixture(autouse=True)
+def mlflow_store(tmp_path_factory, monkeypatch):
+    """Runs started by a test track into a per-session sqlite store, never into the repository."""
+    root = tmp_path_factory.getbasetemp() / "mlflow-store"
+    root.mkdir(exist_ok=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("feature-cache")

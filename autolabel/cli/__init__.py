@@ -13,7 +13,9 @@ import typer
 from autolabel.cli import data as data_cmds
 from autolabel.cli import index as index_cmds
 from autolabel.cli import ood as ood_cmds
+from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
+from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, setup_logging
 from autolabel.cli.run import run_loop
 from classification.errors import InputError
@@ -22,6 +24,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions
                   help="Semi-supervised pseudo-labelling for image classification.")
 app.command("train")(train_cmds.train)
 app.command("predict")(train_cmds.predict)
+app.command("ui")(ui_cmds.ui)
+app.command("lr-find")(tools_cmds.lr_find)
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(index_cmds.app, name="index")
 app.add_typer(ood_cmds.app, name="ood")
@@ -48,6 +52,9 @@ def root(
     model: Optional[str] = typer.Option(None, help="timm model [default: efficientnet_lite0]."),
     img_size: Optional[int] = typer.Option(None, help="Input size [default: the model's]."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in MLflow [default: on]."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow server or store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]."),
+    experiment: str = typer.Option("autolabel", "--experiment", help="MLflow experiment name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final summary."),
     debug: bool = typer.Option(False, "--debug", help="Verbose logs and full tracebacks."),
 ):
@@ -59,7 +66,8 @@ def root(
              train_flags={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
              loop_flags={"n_trials": n_trials, "threshold": threshold, "policy": policy,
                          "sticky": sticky, "balance": balance, "weak_views": views,
-                         "ood_guard": ood_guard})
+                         "ood_guard": ood_guard},
+             tracking={"uri": tracking_uri, "experiment": experiment} if mlflow else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,8 @@ def setup_logging(quiet: bool, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
     for noisy in ("PIL", "matplotlib", "urllib3", "alembic", "mlflow", "timm", "onnxscript"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # mlflow installs its own handler and level when it is first imported (lazily, later)
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if debug else "WARNING")
 
 
 def progress_enabled() -> bool:

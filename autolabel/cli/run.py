@@ -12,7 +12,8 @@ from autolabel.cli.common import open_cache, print_skips, progress_enabled
 from autolabel.config import LoopConfig, load_config
 from autolabel.loop import NOTHING_MORE, PseudoLabeler
 from autolabel.outputs import RunWriter
-from classification.config import TrainConfig
+from autolabel.plots import write_pictures
+from classification.config import TrainConfig, resolve_device
 from classification.data import dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
 
@@ -21,28 +22,53 @@ BUNDLED = Path(__file__).resolve().parents[2] / "data"
 
 def run_loop(data_clean: Optional[Path], data_raw: Optional[Path], out: Optional[Path],
              config: Optional[Path], truth: Optional[Path], test: Optional[Path],
-             cache_dir: Optional[Path], train_flags: dict, loop_flags: dict) -> None:
+             cache_dir: Optional[Path], train_flags: dict, loop_flags: dict,
+             tracking: Optional[dict] = None) -> None:
+    """`tracking`: None = off, else {"uri": ..., "experiment": ...} for `autolabel.tracking.start`."""
     train_cfg, loop_cfg = _resolve(config, train_flags, loop_flags)
     data_clean, data_raw, truth, test = _sources(data_clean, data_raw, truth, test)
     out = _out_dir(out)
     labeled, pool = load_labeled(data_clean), load_unlabeled(data_raw)
     test_set = load_labeled(test, classes=labeled.classes) if test else None
     truth_idx = load_truth(truth, dedupe(labeled, pool)[1], labeled.classes) if truth else None
-    writer = RunWriter(out, {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(),
-                             "data": {"data_clean": str(data_clean), "data_raw": str(data_raw),
-                                      "test": str(test) if test else None, "truth": str(truth) if truth else None}},
-                       truth=truth_idx)
+    resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(),
+                "data": {"data_clean": str(data_clean), "data_raw": str(data_raw),
+                         "test": str(test) if test else None, "truth": str(truth) if truth else None}}
+    writer = RunWriter(out, resolved, truth=truth_idx)
+    tracker = _tracker(tracking, out, resolved, train_cfg)
     typer.echo(f"autolabel: {len(labeled)} human labels in {len(labeled.classes)} classes, "
                f"{len(pool)} unlabelled images -> {out}")
-    labeler = PseudoLabeler(loop_cfg, train_cfg, open_cache(cache_dir), callbacks=[writer],
-                            progress=progress_enabled())
-    labeler.fit(labeled, pool, test=test_set)
-    metrics = writer.finish(labeler)
+    labeler = PseudoLabeler(loop_cfg, train_cfg, open_cache(cache_dir), progress=progress_enabled(),
+                            callbacks=[writer] + ([tracker] if tracker else []),
+                            epoch_callbacks=[tracker.on_epoch] if tracker else [])
+    try:
+        labeler.fit(labeled, pool, test=test_set)
+        metrics = writer.finish(labeler)
+        write_pictures(labeler, out)
+    except BaseException as e:
+        if tracker:
+            tracker.fail("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    if tracker:
+        tracker.finish(labeler, out)
     _summary(metrics)
     if labeler.termination_reason_ in ("nothing_new", "no_change"):
         typer.echo(NOTHING_MORE)
     print_skips(typer.echo, labeled.skipped + pool.skipped)
     typer.echo(f"stopped: {labeler.termination_reason_}; dataset: {out / 'dataset.csv'}")
+    if tracker and tracker.describe():
+        typer.echo(tracker.describe())
+
+
+def _tracker(tracking: Optional[dict], out: Path, resolved: dict, train_cfg: TrainConfig):
+    """The MLflow tracker (started: the parent run exists), or None with --no-mlflow."""
+    if tracking is None:
+        return None
+    from autolabel.tracking import start
+
+    mode = train_cfg.resolved_mode(resolve_device(train_cfg.device))  # "auto" says little in a comparison
+    return start(out, resolved, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
+                 run_name=out.name, params={"mode": mode})
 
 
 def _resolve(config: Optional[Path], train_flags: dict, loop_flags: dict) -> tuple[TrainConfig, LoopConfig]:

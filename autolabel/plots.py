@@ -1,0 +1,132 @@
+"""The pictures a run leaves next to its dataset (and logs to MLflow):
+
+    confusion_matrix.png  the final model on the test split (else on the validation split)
+    gallery.png           per class, the 8 most and the 8 least confident accepted pseudo-labels
+    thresholds.png        each class's acceptance threshold over the trials
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
+
+from classification.fileio import atomic_path
+from classification.images import BadImage, decode
+from classification.metrics import confusion_png
+
+_logger = logging.getLogger(__name__)
+
+THUMB, PAD, LABEL_W, TEXT_H, GAP = 64, 4, 110, 12, 16  # gallery layout, pixels
+
+
+def write_pictures(labeler, out: str | Path) -> list[Path]:
+    """Write the pictures a fitted `PseudoLabeler` supports into `out`; returns their paths."""
+    out = Path(out)
+    written = []
+    confusion = confusion_matrix(labeler, out / "confusion_matrix.png")
+    if confusion:
+        written.append(confusion)
+    acc = np.flatnonzero(labeler.pseudo_labels_ >= 0)
+    if len(acc):
+        written.append(gallery_png([labeler.unlabeled_.paths[i] for i in acc], labeler.pseudo_labels_[acc],
+                                   labeler.confidence_[acc], labeler.classes_, out / "gallery.png"))
+    if labeler.history_:
+        written.append(thresholds_png(labeler.history_, labeler.classes_, out / "thresholds.png"))
+    return written
+
+
+def confusion_matrix(labeler, path: Path) -> Path | None:
+    """The final model's confusion on the test split, or on the human validation split when no
+    test split was given (in head mode with refit the final model has also trained on it)."""
+    if labeler.test_pred_ is not None:
+        y_true, y_pred, title = labeler.test_.labels, labeler.test_pred_, "Test split"
+    elif len(labeler.val_):
+        y_true, y_pred = labeler.val_.labels, _predict(labeler, labeler.val_)
+        seen = labeler.train.refit and labeler.model_.mode == "head"
+        title = "Validation split (seen by the refit)" if seen else "Validation split"
+    else:
+        return None
+    ok = y_pred >= 0
+    return confusion_png(y_true[ok], y_pred[ok], labeler.classes_, path, title=title)
+
+
+def _predict(labeler, images) -> np.ndarray:
+    from classification.inference import predict
+
+    t, model = labeler.train, labeler.model_
+    pred = predict(model.model, images, model.data_cfg, labeler.cache, runtime=t.runtime,
+                   batch_size=t.batch_size, workers=t.workers, tail_blocks=t.tail_blocks)
+    return np.where(pred.ok, pred.probs.argmax(1), -1)
+
+
+def gallery_png(paths: list[str], labels: np.ndarray, confidence: np.ndarray, classes: list[str],
+                path: str | Path, k: int = 8) -> Path:
+    """One row per class: its k most confident accepted images, a gap, its k least confident,
+    each captioned with its confidence. A class with fewer than 2k shows each image once."""
+    assert len(paths) == len(labels) == len(confidence)
+    cell_w, cell_h = THUMB + PAD, THUMB + TEXT_H + PAD
+    width = LABEL_W + 2 * k * cell_w + GAP
+    canvas = Image.new("RGB", (width, TEXT_H + PAD + len(classes) * cell_h), "white")
+    draw, font = ImageDraw.Draw(canvas), ImageFont.load_default()
+    draw.text((LABEL_W, 0), f"{k} most confident", fill="black", font=font)
+    draw.text((LABEL_W + k * cell_w + GAP, 0), f"{k} least confident", fill="black", font=font)
+    mid = LABEL_W + k * cell_w + GAP // 2 - PAD // 2
+    draw.line([(mid, TEXT_H), (mid, canvas.height)], fill="grey")
+    for c, name in enumerate(classes):
+        top = TEXT_H + PAD + c * cell_h
+        idx = np.flatnonzero(labels == c)
+        idx = idx[np.argsort(-confidence[idx], kind="stable")]
+        draw.text((PAD, top + THUMB // 2), f"{name[:12]} ({len(idx)})", fill="black", font=font)
+        cells = [(col, i) for col, i in enumerate(idx[:k])]
+        low = idx[max(k, len(idx) - k):]
+        cells += [(2 * k - len(low) + col, i) for col, i in enumerate(low)]
+        for col, i in cells:
+            x = LABEL_W + col * cell_w + (GAP if col >= k else 0)
+            canvas.paste(_thumbnail(paths[i]), (x, top))
+            draw.text((x, top + THUMB + 1), f"{confidence[i]:.3f}", fill="black", font=font)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
+    return path
+
+
+def _thumbnail(path: str) -> Image.Image:
+    try:
+        img = Image.fromarray(decode(path, draft_size=THUMB))
+    except BadImage as e:  # the file changed since it was labelled; show a grey tile, not a crash
+        _logger.warning("gallery: %s: %s", path, e)
+        return Image.new("RGB", (THUMB, THUMB), "lightgrey")
+    img = ImageOps.contain(img, (THUMB, THUMB))  # small images (CIFAR's 32 px) are scaled up too
+    tile = Image.new("RGB", (THUMB, THUMB), "white")
+    tile.paste(img, ((THUMB - img.width) // 2, (THUMB - img.height) // 2))
+    return tile
+
+
+def thresholds_png(history: list[dict], classes: list[str], path: str | Path) -> Path:
+    """Per-class thresholds (the policy's tau_c) against the trial number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = [r["trial"] for r in history]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    for c, name in enumerate(classes):
+        ax.plot(trials, [r["thresholds"][name] for r in history], marker="o", label=name,
+                color=cmap(c % cmap.N))
+    ax.set_xlabel("trial")
+    ax.set_ylabel("threshold")
+    ax.set_ylim(0, 1.02)
+    ax.set_xticks(trials)
+    ax.set_title("Per-class acceptance thresholds")
+    if len(classes) <= 30:
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
