@@ -116,16 +116,16 @@ def test_default_command_runs_on_the_bundled_sample(tmp_path, monkeypatch, cache
 
 
 def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
-    from autolabel.cli.run import _resolve
+    from autolabel.cli.run import resolve_configs
     from tests.conftest import REPO
 
-    train, loop = _resolve(REPO / "configs" / "default.yaml", {"seed": 3}, {"n_trials": 2})
+    train, loop = resolve_configs(REPO / "configs" / "default.yaml", {"seed": 3}, {"n_trials": 2})
     assert train.mode == "head" and train.seed == 3 and loop.policy == "flexmatch" and loop.n_trials == 2
     bad = tmp_path / "bad.yaml"
     bad.write_text("loop:\n  treshold: 0.9\n")
     from classification.errors import InputError
     with pytest.raises(InputError, match="unknown loop key.*treshold.*valid:.*threshold"):
-        _resolve(bad, {}, {})
+        resolve_configs(bad, {}, {})
 
 
 def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):

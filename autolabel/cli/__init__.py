@@ -11,6 +11,7 @@ import click
 import typer
 
 from autolabel.cli import data as data_cmds
+from autolabel.cli import grid as grid_cmds
 from autolabel.cli import index as index_cmds
 from autolabel.cli import ood as ood_cmds
 from autolabel.cli import tools as tools_cmds
@@ -26,6 +27,7 @@ app.command("train")(train_cmds.train)
 app.command("predict")(train_cmds.predict)
 app.command("ui")(ui_cmds.ui)
 app.command("lr-find")(tools_cmds.lr_find)
+app.command("grid")(grid_cmds.grid)
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(index_cmds.app, name="index")
 app.add_typer(ood_cmds.app, name="ood")
@@ -34,26 +36,26 @@ app.add_typer(ood_cmds.app, name="ood")
 @app.callback(invoke_without_command=True)
 def root(
     ctx: typer.Context,
-    data_clean: Optional[Path] = typer.Option(None, "--data-clean", help="Human labels: a folder per class or a path,label CSV [default: the bundled sample]."),
+    data_clean: Optional[Path] = typer.Option(None, "--data-clean", help="Human labels: a folder per class or a path,label CSV (default: the bundled sample)."),
     data_raw: Optional[Path] = typer.Option(None, "--data-raw", help="Unlabelled images: any folder tree or a CSV with a path column."),
-    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trial budget [default: 10]."),
-    threshold: Optional[float] = typer.Option(None, help="Confidence needed to accept a pseudo-label [default: 0.8]."),
-    policy: Optional[str] = typer.Option(None, help="flexmatch | fixed [default: flexmatch]."),
-    mode: Optional[str] = typer.Option(None, help="head | finetune [default: head on CPU, finetune on CUDA]."),
-    out: Optional[Path] = typer.Option(None, "--out", "--baselogdir", help="Output folder [default: runs/<timestamp>]."),
+    n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trial budget (default: 10)."),
+    threshold: Optional[float] = typer.Option(None, help="Confidence needed to accept a pseudo-label (default: 0.8)."),
+    policy: Optional[str] = typer.Option(None, help="flexmatch | fixed (default: flexmatch)."),
+    mode: Optional[str] = typer.Option(None, help="head | finetune (default: head on CPU, finetune on CUDA)."),
+    out: Optional[Path] = typer.Option(None, "--out", "--baselogdir", help="Output folder (default: runs/<timestamp>)."),
     config: Optional[Path] = typer.Option(None, help="YAML with train: and loop: sections; flags override it."),
     truth: Optional[Path] = typer.Option(None, help="file,label CSV for the pool: only scores the pseudo-labels."),
     test: Optional[Path] = typer.Option(None, help="Labelled test images: only scored."),
-    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed (default: 0)."),
     sticky: Optional[bool] = typer.Option(None, "--sticky/--no-sticky", help="Keep accepted labels forever."),
-    balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share [default: 1.5; 0 = off]."),
-    views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool [default: 1]."),
-    ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images far from every human label [default: on]."),
-    model: Optional[str] = typer.Option(None, help="timm model [default: efficientnet_lite0]."),
-    img_size: Optional[int] = typer.Option(None, help="Input size [default: the model's]."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
-    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in MLflow [default: on]."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow server or store [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]."),
+    balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share (default: 1.5; 0 = off)."),
+    views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool (default: 1)."),
+    ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images far from every human label (default: on)."),
+    model: Optional[str] = typer.Option(None, help="timm model (default: efficientnet_lite0)."),
+    img_size: Optional[int] = typer.Option(None, help="Input size (default: the model's)."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
+    mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in MLflow (default: on)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow server or store (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here)."),
     experiment: str = typer.Option("autolabel", "--experiment", help="MLflow experiment name."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only warnings and the final summary."),
     debug: bool = typer.Option(False, "--debug", help="Verbose logs and full tracebacks."),

@@ -18,9 +18,9 @@ from embeddings.projector import export_projector
 
 app = typer.Typer(help="Embedding index: PCA + FAISS, nearest neighbours, recall@k.", no_args_is_help=True)
 
-CACHE = typer.Option(None, "--cache-dir", help="Feature cache folder [default: ~/.cache/autolabel].")
-THREADS = typer.Option(0, "--threads", help="FAISS threads [default: all cores].")
-WORKERS = typer.Option(None, "--workers", help="Decoding workers [default: cores - 1].")
+CACHE = typer.Option(None, "--cache-dir", help="Feature cache folder (default: ~/.cache/autolabel).")
+THREADS = typer.Option(0, "--threads", help="FAISS threads (default: all cores).")
+WORKERS = typer.Option(None, "--workers", help="Decoding workers (default: cores - 1).")
 
 
 def embedder_for(manifest: dict, cache_dir, workers) -> Embedder:
@@ -35,10 +35,10 @@ def build(
     out: Path = typer.Option(..., "--out", help="Index folder to write."),
     pca: int = typer.Option(128, "--pca", help="PCA dimension (0 = none); vectors are L2-normalised after it."),
     index_type: str = typer.Option("flat", "--type", help="flat (exact) | ivf | hnsw."),
-    nlist: int = typer.Option(0, "--nlist", help="ivf: lists [default: about 4 sqrt(N)]."),
+    nlist: int = typer.Option(0, "--nlist", help="ivf: lists (default: about 4 sqrt(N))."),
     nprobe: int = typer.Option(16, "--nprobe", help="ivf: lists visited per query."),
     model: str = typer.Option("efficientnet_lite0", "--model", help="timm backbone for the embeddings."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size [default: the model's]."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing index folder."),
     cache_dir: Optional[Path] = CACHE, threads: int = THREADS, workers: Optional[int] = WORKERS,
 ):
@@ -130,7 +130,7 @@ def recall(
 @app.command("export-projector")
 def projector(
     index_dir: Path = typer.Argument(..., help="Index folder."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write [default: INDEX/projector]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: INDEX/projector)."),
 ):
     """Write TensorBoard projector TSVs and a 2-D scatter PNG coloured by label."""
     index = EmbeddingIndex.load(index_dir)

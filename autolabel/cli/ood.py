@@ -26,7 +26,7 @@ def score(
     truth: Optional[Path] = typer.Option(None, "--truth", help="path,ood CSV (1 = out of class): adds AUROC and FPR@TPR."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write: path,score,refused."),
     model: str = typer.Option("efficientnet_lite0", "--model", help="timm backbone for the embeddings."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size [default: the model's]."),
+    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
     cache_dir: Optional[Path] = CACHE, workers: Optional[int] = WORKERS,
 ):
     """Score images by their distance to the labelled ones; refuse those above the calibrated

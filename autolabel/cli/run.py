@@ -25,8 +25,8 @@ def run_loop(data_clean: Optional[Path], data_raw: Optional[Path], out: Optional
              cache_dir: Optional[Path], train_flags: dict, loop_flags: dict,
              tracking: Optional[dict] = None) -> None:
     """`tracking`: None = off, else {"uri": ..., "experiment": ...} for `autolabel.tracking.start`."""
-    train_cfg, loop_cfg = _resolve(config, train_flags, loop_flags)
-    data_clean, data_raw, truth, test = _sources(data_clean, data_raw, truth, test)
+    train_cfg, loop_cfg = resolve_configs(config, train_flags, loop_flags)
+    data_clean, data_raw, truth, test = resolve_sources(data_clean, data_raw, truth, test)
     out = _out_dir(out)
     labeled, pool = load_labeled(data_clean), load_unlabeled(data_raw)
     test_set = load_labeled(test, classes=labeled.classes) if test else None
@@ -71,14 +71,14 @@ def _tracker(tracking: Optional[dict], out: Path, resolved: dict, train_cfg: Tra
                  run_name=out.name, params={"mode": mode})
 
 
-def _resolve(config: Optional[Path], train_flags: dict, loop_flags: dict) -> tuple[TrainConfig, LoopConfig]:
+def resolve_configs(config: Optional[Path], train_flags: dict, loop_flags: dict) -> tuple[TrainConfig, LoopConfig]:
     train_yaml, loop_yaml = load_config(config)
     train = {**train_yaml, **{k: v for k, v in train_flags.items() if v is not None}}
     loop = {**loop_yaml, **{k: v for k, v in loop_flags.items() if v is not None}}
     return TrainConfig.from_dict(train), LoopConfig(**loop)
 
 
-def _sources(data_clean, data_raw, truth, test):
+def resolve_sources(data_clean, data_raw, truth, test):
     if data_clean is None and data_raw is None:
         if not (BUNDLED / "labeled").is_dir():
             raise InputError("no --data-clean/--data-raw given and the bundled sample data/ is not there")

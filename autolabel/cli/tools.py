@@ -7,6 +7,7 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled, weights_choice
+from autolabel.tracking_tools import track_lr_find, tracking_choice
 from classification.config import TrainConfig
 from classification.data import load_labeled
 from classification.fileio import write_json
@@ -15,6 +16,7 @@ from classification.lr_find import lr_find_png
 
 
 def lr_find(
+    ctx: typer.Context,
     data_clean: Path = typer.Option(..., "--data-clean", help="Labelled images: a folder per class or a path,label CSV."),
     out: Path = typer.Option(..., "--out", help="Folder for lr_find.png and lr_find.json."),
     start: float = typer.Option(1e-6, help="First learning rate of the sweep."),
@@ -32,7 +34,10 @@ def lr_find(
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda (features only: the sweep trains the head)."),
     workers: Optional[int] = typer.Option(None, help="Decoding workers (default: cores - 1)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
+    mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="Track in MLflow (default: on)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow server or store."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: autolabel)."),
 ):
     """Sweep the head's learning rate on cached features; plot the loss and suggest an LR."""
     # head mode even on CUDA: the sweep trains the head on cached features
@@ -50,4 +55,8 @@ def lr_find(
     typer.echo(f"swept {len(result.lrs)} of {steps} steps ({result.optimizer}); "
                f"suggested learning rate: {result.suggested:.2e}")
     typer.echo(f"plot: {out / 'lr_find.png'}")
+    tracking = tracking_choice(mlflow, tracking_uri, experiment, ctx.parent.params if ctx.parent else None)
+    where = track_lr_find(record, out, tracking)
+    if where:
+        typer.echo(where)
     return record

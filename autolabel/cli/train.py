@@ -8,10 +8,12 @@ import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled, weights_choice
 from autolabel.supervised import predict_to_csv, train_folds, train_supervised
+from autolabel.tracking_tools import track_folds, tracking_choice
 from classification.config import TrainConfig
 
 
 def train(
+    ctx: typer.Context,
     data_clean: Path = typer.Option(..., "--data-clean", help="Labelled images: a folder per class or a path,label CSV."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
     mode: str = typer.Option("auto", help="head (frozen backbone, cached features) | finetune | auto."),
@@ -29,9 +31,13 @@ def train(
     seed: int = typer.Option(0, help="Random seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda."),
     workers: Optional[int] = typer.Option(None, help="Decoding workers (default: cores - 1)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
     folds: Optional[int] = typer.Option(None, "--folds", help="Cross-validate instead: K stratified folds, each "
                                         "scored by a model trained on the others; writes folds.json, no checkpoint."),
+    mlflow: Optional[bool] = typer.Option(None, "--mlflow/--no-mlflow", help="With --folds: track the "
+                                          "cross-validation in MLflow (default: on)."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow server or store."),
+    experiment: Optional[str] = typer.Option(None, "--experiment", help="MLflow experiment (default: autolabel)."),
 ):
     """Train a classifier on human labels and write a checkpoint folder (or cross-validate with --folds)."""
     changes = {"stage2_epochs" if mode == "finetune" else "epochs": epochs} if epochs is not None else {}
@@ -43,6 +49,11 @@ def train(
                               progress=progress_enabled())
         _print_folds(summary)
         typer.echo(f"folds: {out / 'folds.json'}")
+        tracking = tracking_choice(mlflow, tracking_uri, experiment, ctx.parent.params if ctx.parent else None)
+        sources = {"data_clean": str(data_clean), "test": str(test) if test else None}
+        where = track_folds(summary, cfg.to_dict(), out, sources, tracking)
+        if where:
+            typer.echo(where)
         return summary
     metrics = train_supervised(data_clean, out, cfg, open_cache(cache_dir), test=test,
                                progress=progress_enabled())
@@ -75,7 +86,7 @@ def predict(
     views: int = typer.Option(1, help="Average the probabilities of this many weak views (1: eval view)."),
     batch_size: int = typer.Option(64),
     workers: Optional[int] = typer.Option(None, help="Decoding workers (default: cores - 1)."),
-    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder [default: ~/.cache/autolabel]."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
 ):
     """Label images with a trained checkpoint."""
     frame, skipped = predict_to_csv(checkpoint, images, out, open_cache(cache_dir), n_views=views,

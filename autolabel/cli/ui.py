@@ -25,7 +25,7 @@ STARTUP_SECONDS = 120  # mlflow server took 15-20 s to answer /health on a busy 
 def ui(
     port: int = typer.Option(5000, help="Port to serve the UI on."),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on; 0.0.0.0 exposes it to the network."),
-    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Store to serve [default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here]; an http(s) server is only linked to."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="Store to serve (default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db here); an http(s) server is only linked to."),
     experiment: str = typer.Option(DEFAULT_EXPERIMENT, "--experiment", help="Experiment whose runs page to open."),
 ):
     """Start the MLflow UI on the tracked runs (compare trials, see pictures and datasets)."""

@@ -1,0 +1,248 @@
+"""MLflow runs besides the loop's (autolabel.tracking): the grid, `lr-find` and `train --folds`.
+
+    grid      parent  params: the grid spec (`grid.threshold` = "0.7,0.9"), the shared settings,
+                      the ranking metric; metrics: best_<metric>; artifact: grid.csv
+              child   one per combination (run name `threshold=0.7,policy=fixed`); params: the
+                      resolved config flattened, the short names (threshold, policy, mode, model)
+                      and the grid keys by their field names; metrics: the final numbers
+                      (test_accuracy, precision, val_macro_f1, coverage, accepted) and each trial's
+                      as `trial_*` series (step = trial); artifacts: dataset.csv, metrics.json
+    lr-find   params: the train config, the sweep; metrics: suggested_lr, and lr_find_loss,
+              lr_find_raw_loss, lr_find_lr per step; artifacts: lr_find.png, lr_find.json
+    folds     params: the train config, n_folds; metrics: fold_accuracy, fold_macro_f1 (step =
+              fold; fold_test_* with a test split), <score>_mean and <score>_std; artifact: folds.json
+
+The same rules as the loop's tracking: mlflow is imported only once a run starts, and the first
+MLflow error is one warning, after which tracking is off and the command carries on.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+
+from autolabel.tracking import (DEFAULT_EXPERIMENT, HTTP_DEFAULTS, METRIC_BATCH, PARAM_BATCH, finite, flatten,
+                                short_params, trial_metrics)
+from autolabel.tracking_store import _env, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
+from classification.errors import first_line
+
+_logger = logging.getLogger(__name__)
+
+FINAL = ("test_accuracy", "precision", "val_macro_f1", "val_accuracy", "coverage", "accepted", "refused_ood",
+         "trials")
+
+
+def tracking_choice(mlflow: bool | None, uri: str | None, experiment: str | None,
+                    root: dict | None = None) -> dict | None:
+    """A command's --mlflow/--no-mlflow, --tracking-uri and --experiment; what it leaves unset
+    comes from the root command's (`autolabel --no-mlflow lr-find ...`). None: tracking off."""
+    root = root or {}
+    on = mlflow if mlflow is not None else root.get("mlflow", True)
+    if not on:
+        return None
+    return {"uri": uri or root.get("tracking_uri"),
+            "experiment": experiment or root.get("experiment") or DEFAULT_EXPERIMENT}
+
+
+class SafeRuns:
+    """An MlflowClient behind one rule: the first error warns once and turns tracking off."""
+
+    def __init__(self, tracking: dict):
+        self.tracking_uri = resolve_tracking_uri(tracking.get("uri"))
+        self.experiment = tracking.get("experiment") or DEFAULT_EXPERIMENT
+        self.active, self.client, self.experiment_id, self.run_id = True, None, None, None
+        self._open: list[str] = []
+
+    def safely(self, fn, *args) -> None:
+        if not self.active:
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # any MLflow, network or store error: never the command's problem
+            self.active = False
+            _logger.warning("MLflow tracking is off for the rest of this run: %s", first_line(e))
+            self._abandon()
+
+    def describe(self) -> str | None:
+        """Where the (parent) run went, for the CLI's last line; None when tracking is off."""
+        if not self.run_id or not self.active:
+            return None
+        if is_http(self.tracking_uri):
+            return f"tracked in MLflow: {runs_url(self.tracking_uri, self.experiment_id, self.run_id)}"
+        return (f"tracked in MLflow: {self.tracking_uri}, experiment {self.experiment}, run {self.run_id}; "
+                "view with `autolabel ui`")
+
+    def open_run(self, name: str, params: dict, tags: dict | None = None, parent: str | None = None) -> str:
+        if self.client is None:
+            self._connect()
+        tags = {"mlflow.source.name": "autolabel", "mlflow.source.type": "LOCAL", **(tags or {})}
+        if parent:
+            tags["mlflow.parentRunId"] = parent
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+        self._open.append(run_id)
+        self.log_params(run_id, params)
+        return run_id
+
+    def close(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status)
+        self._open.remove(run_id)
+
+    def log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in flatten(params).items()]
+        for i in range(0, len(items), PARAM_BATCH):
+            self.client.log_batch(run_id, params=items[i:i + PARAM_BATCH])
+
+    def log_metrics(self, run_id: str, values: dict, step: int = 0) -> None:
+        self._send(run_id, [(k, v, step) for k, v in finite(values).items()])
+
+    def log_series(self, run_id: str, series: dict[str, list], steps: list[int] | None = None) -> None:
+        """Each key's values at step 0, 1, ... (or `steps`); NaN points are left out."""
+        points = []
+        for key, values in series.items():
+            for i, v in enumerate(values):
+                points.extend((k, x, steps[i] if steps else i) for k, x in finite({key: v}).items())
+        self._send(run_id, points)
+
+    def log_files(self, run_id: str, *paths: Path) -> None:
+        for path in paths:
+            if Path(path).is_file():
+                self.client.log_artifact(run_id, str(path))
+
+    def _send(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, step) for k, v, step in points]
+        for i in range(0, len(metrics), METRIC_BATCH):
+            self.client.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
+
+    def _connect(self) -> None:
+        probe(self.tracking_uri)
+        if is_http(self.tracking_uri):
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
+
+    def _abandon(self) -> None:
+        """Best effort: mark open runs FAILED so they do not look RUNNING forever."""
+        if self.client is None:
+            return
+        with contextlib.suppress(Exception), _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+            for run_id in reversed(self._open):
+                self.client.set_terminated(run_id, "FAILED")
+        self._open.clear()
+
+
+class GridTracker(SafeRuns):
+    """The grid's parent run and one child per combination; `autolabel.grid.run_grid`'s tracker.
+
+    Trials are not nested under the combinations: the MLflow UI shows a single nesting level
+    (mlflow#834, #4563) and hides grandchildren, so each trial's numbers go onto its combination's
+    run as `trial_*` series with step = trial. Epoch curves and checkpoints stay in each
+    combination's folder (tag `autolabel.out`); `autolabel` on one setting tracks them in full.
+    """
+
+    def __init__(self, tracking: dict):
+        super().__init__(tracking)
+        self.child: str | None = None
+
+    def start(self, name: str, spec: dict[str, str], shared: dict, metric: str, out: Path) -> "GridTracker":
+        def _start():
+            params = {**{f"grid.{k}": v for k, v in spec.items()}, **shared, "metric": metric}
+            self.run_id = self.open_run(name, params, {"autolabel.grid": "true", "autolabel.out": str(out.resolve())})
+        self.safely(_start)
+        return self
+
+    def begin(self, combo, resolved: dict, folder: Path) -> None:
+        def _begin():
+            params = {**resolved, **short_params(resolved), "mode": _mode(resolved["train"]), **combo.params()}
+            self.child = self.open_run(combo.name, params, {"autolabel.out": str(folder.resolve())}, parent=self.run_id)
+        self.safely(_begin)
+
+    def __call__(self, record: dict, labeler) -> None:
+        """Trial callback: the trial's numbers on the combination's run, step = trial."""
+        self.safely(lambda: self.log_metrics(self.child, {f"trial_{k}": v for k, v in trial_metrics(record).items()},
+                                             record["trial"]))
+
+    def end(self, row: dict, folder: Path) -> None:
+        def _end():
+            self.log_metrics(self.child, {k: row.get(k) for k in FINAL}, row.get("trials") or 0)
+            self.client.set_tag(self.child, "stop", str(row.get("stop")))
+            self.log_files(self.child, folder / "dataset.csv", folder / "metrics.json")
+            self.close(self.child)
+            self.child = None
+        self.safely(_end)
+
+    def finish(self, ranked: list[dict], metric: str, grid_csv: Path) -> None:
+        def _finish():
+            best = ranked[0].get(metric) if ranked else None
+            self.log_metrics(self.run_id, {f"best_{metric}": best, "combinations": len(ranked)})
+            if ranked:
+                self.client.set_tag(self.run_id, "best", ranked[0]["combination"])
+            self.log_files(self.run_id, grid_csv)
+            self.close(self.run_id)
+        self.safely(_finish)
+
+    def fail(self, status: str = "FAILED") -> None:
+        def _fail():
+            for run_id in reversed(list(self._open)):
+                self.close(run_id, status)
+        self.safely(_fail)
+
+
+def _mode(train: dict) -> str:
+    """head or finetune: "auto" says little in a comparison."""
+    from classification.config import TrainConfig, resolve_device
+
+    cfg = TrainConfig.from_dict(train)
+    return cfg.resolved_mode(resolve_device(cfg.device))
+
+
+def track_lr_find(record: dict, out: Path, tracking: dict | None) -> str | None:
+    """One run for an `lr-find` sweep; returns the line saying where it went (None: not tracked)."""
+    if tracking is None:
+        return None
+    runs = SafeRuns(tracking)
+
+    def _log():
+        sweep = {k: record[k] for k in ("data_clean", "start", "end", "steps", "n_images", "optimizer")}
+        params = {"train": record["config"], **sweep, "model": record["config"]["model"]}
+        runs.run_id = runs.open_run(f"lr-find-{out.name}", params, {"autolabel.command": "lr-find"})
+        runs.log_metrics(runs.run_id, {"suggested_lr": record["suggested"], "steps_run": record["steps_run"]})
+        runs.log_series(runs.run_id, {"lr_find_loss": record["losses"], "lr_find_raw_loss": record["raw_losses"],
+                                      "lr_find_lr": record["lrs"]})
+        runs.log_files(runs.run_id, out / "lr_find.png", out / "lr_find.json")
+        runs.close(runs.run_id)
+    runs.safely(_log)
+    return runs.describe()
+
+
+def track_folds(summary: dict, config: dict, out: Path, sources: dict, tracking: dict | None) -> str | None:
+    """One run for `train --folds`: per-fold scores as series (step = fold), mean and std."""
+    if tracking is None:
+        return None
+    runs = SafeRuns(tracking)
+
+    def _log():
+        params = {"train": config, **sources, "n_folds": summary["n_folds"], "n_images": summary["n_images"],
+                  "model": config["model"], "mode": _mode(config)}
+        runs.run_id = runs.open_run(f"folds-{out.name}", params, {"autolabel.command": "train --folds"})
+        folds = summary["folds"]
+        steps = [f["fold"] for f in folds]
+        series = {f"fold_{k}": [f[k] for f in folds] for k in summary["mean_std"]}
+        series.update({f"fold_test_{k}": [f["test"][k] for f in folds] for k in summary.get("test_mean_std") or {}})
+        runs.log_series(runs.run_id, series, steps)
+        for prefix, key in (("", "mean_std"), ("test_", "test_mean_std")):
+            for score, s in (summary.get(key) or {}).items():
+                runs.log_metrics(runs.run_id, {f"{prefix}{score}_mean": s["mean"], f"{prefix}{score}_std": s["std"]})
+        runs.log_files(runs.run_id, out / "folds.json")
+        runs.close(runs.run_id)
+    runs.safely(_log)
+    return runs.describe()
