@@ -23,6 +23,10 @@ def load_truth(csv: str | Path, pool: ImageSet, classes: list[str]) -> np.ndarra
         raise InputError(f"cannot read truth CSV {csv}: {first_line(e)}") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame = frame.rename(columns={"path": "file", "filepath": "file", "class": "label"})
+    twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if twice:  # pandas would hand back a frame for frame.file, and its column names as rows
+        raise InputError(f"truth CSV {csv}: more than one column means {', '.join(twice)} "
+                         "(file, path and filepath are synonyms, as are label and class); keep one")
     if not {"file", "label"} <= set(frame.columns):
         raise InputError(f"truth CSV {csv} needs the columns file,label")
     index = {c: i for i, c in enumerate(classes)}

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from autolabel.policies import POLICIES
-from classification.config import TrainConfig
+from classification.config import TrainConfig, check_field_types
 from classification.errors import InputError, first_line
 
 
@@ -27,6 +27,7 @@ class LoopConfig:
     ood_tpr: float = 0.95           # the guard's threshold keeps this share of human labels (leave-one-out)
 
     def __post_init__(self):
+        check_field_types(self)
         if not 0 < self.threshold <= 1:
             raise InputError(f"--threshold must be in (0, 1], got {self.threshold}")
         if self.n_trials < 0:
@@ -50,7 +51,9 @@ def load_config(path: str | Path | None) -> tuple[dict, dict]:
         return {}, {}
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
-    except (OSError, yaml.YAMLError) as e:
+    # ValueError: undecodable bytes, or a scalar YAML resolves but cannot build (2001-02-30);
+    # RecursionError: nesting deeper than the parser's recursion allows.
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:
         raise InputError(f"cannot read config {path}: {first_line(e)}") from None
     if not isinstance(raw, dict) or not set(raw) <= {"train", "loop"}:
         raise InputError(f"config {path} must be a mapping with sections train: and loop:")
@@ -58,7 +61,9 @@ def load_config(path: str | Path | None) -> tuple[dict, dict]:
     for name, cls in (("train", TrainConfig), ("loop", LoopConfig)):
         section = raw.get(name) or {}
         valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - valid) if isinstance(section, dict) else ["<not a mapping>"]
+        # keys may be any YAML scalar (1, true, null): compare and list them as text
+        unknown = (sorted(str(k) for k in section if k not in valid) if isinstance(section, dict)
+                   else ["<not a mapping>"])
         if unknown:
             raise InputError(f"config {path}: unknown {name} key(s) {', '.join(unknown)}; "
                              f"valid: {', '.join(sorted(valid))}")

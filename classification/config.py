@@ -1,11 +1,16 @@
 """Training configuration: one frozen dataclass, validated on construction."""
 from __future__ import annotations
 
+import math
+import numbers
+import re
 from dataclasses import asdict, dataclass, fields, replace
 
 from classification.errors import InputError
 
 MODES = ("auto", "head", "finetune")
+RUNTIMES = ("auto", "onnx", "torch")  # kept here, so checking a config does not import torch
+DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 OPTIMIZERS = ("auto", "adamw", "sgd", "lbfgs")
 LOSSES = ("ce", "bce", "focal")
 
@@ -52,6 +57,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_field_types(self)
         _check_choice("mode", self.mode, MODES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("loss", self.loss, LOSSES)
@@ -67,6 +73,13 @@ class TrainConfig:
             raise InputError(f"img_size must be at least 16, got {self.img_size}")
         if not 0 <= self.label_smoothing < 1:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.workers is not None and self.workers < 0:
+            raise InputError(f"workers must be >= 0 (or unset for cores - 1), got {self.workers}")
+        _check_choice("runtime", self.runtime, RUNTIMES)
+        if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding range
+            raise InputError(f"seed must be in [0, 2**32), got {self.seed}")
+        if not DEVICE.fullmatch(self.device):
+            raise InputError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
 
     def resolved_optimizer(self, mode: str) -> str:
         if self.optimizer == "lbfgs" and mode != "head":
@@ -103,6 +116,56 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {device} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def check_field_types(config) -> None:
+    """Check every field of a frozen config dataclass against its annotation (`int`, `float`,
+    `str`, `bool`, `X | None`), so a YAML `lr: fast` or `n_trials: 1.5` is a one-line error here
+    rather than a TypeError deep in training. Numbers are stored as Python int/float: whole floats
+    become ints (`epochs: 10.0`), ints become floats, numpy scalars become builtins.
+    """
+    for f in fields(config):
+        value = getattr(config, f.name)
+        kinds = [k.strip() for k in str(f.type).split("|")]
+        if value is None and "None" in kinds:
+            continue
+        for kind in kinds:
+            ok, converted = _as_kind(kind, value)
+            if ok:
+                if converted is not value:
+                    object.__setattr__(config, f.name, converted)
+                break
+        else:
+            if not any(k in _KIND_NAMES for k in kinds):
+                continue  # an annotation this check does not know: leave it to the field's own checks
+            wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
+            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+            raise InputError(f"{f.name} must be {wanted}, got {shown}")
+
+
+_KIND_NAMES = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false",
+               "None": "null"}
+
+
+def _as_kind(kind: str, value) -> tuple[bool, object]:
+    if isinstance(value, bool) or kind == "bool":  # bool is an int subclass, but `epochs: true` is a slip
+        return (kind == "bool" and isinstance(value, bool)), value
+    if kind == "int" and isinstance(value, numbers.Integral):
+        return True, int(value)
+    if kind == "int" and isinstance(value, numbers.Real) and _finite(value) and value == int(value):
+        return True, int(value)
+    if kind == "float" and isinstance(value, numbers.Real) and _finite(value):
+        return True, float(value)
+    if kind == "str" and isinstance(value, str):
+        return True, value
+    return False, value
+
+
+def _finite(value: numbers.Real) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:

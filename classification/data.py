@@ -8,16 +8,19 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from classification.errors import InputError, first_line
 from classification.fileio import write_json
-from classification.images import file_digest, is_image_path
+from classification.images import BadImage, file_digest, is_image_path, probe
 
 _logger = logging.getLogger(__name__)
 
@@ -88,22 +91,30 @@ def load_labeled(source: str | Path, classes: list[str] | None = None,
     source = Path(source)
     if not source.exists():
         raise InputError(f"labelled data not found: {source}")
+    _not_an_image(source, "labelled data is a folder per class or a path,label CSV")
     if source.is_dir():
         pairs, skipped = _pairs_from_folders(source)
     else:
         pairs, skipped = _pairs_from_csv(source, need_label=True, allow_absolute=allow_absolute)
-    found = sorted({label for _, label in pairs})
+    # hash (and probe) first, so that a class whose files are all unusable is not a class
+    images = _hashed([p for p, _ in pairs], np.arange(len(pairs), dtype=np.int64), [], skipped)
+    names = [pairs[i][1] for i in images.labels]
+    found = sorted(set(names))
     classes = list(classes) if classes is not None else found
     if len(classes) < 2:
+        # the error is the only output, so it carries the first skip: often the reason itself
+        why = "".join(f" (skipped {len(images.skipped)}; first: {path}: {reason})"
+                      for path, reason in images.skipped[:1])
         raise InputError(f"need at least 2 classes with images in {source}, found {len(found)}"
-                         f"{': ' + found[0] if found else ''}")
+                         f"{': ' + found[0] if found else ''}{why}")
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise InputError(f"labels not in the class map: {', '.join(unknown[:5])}")
     index = {c: i for i, c in enumerate(classes)}
-    paths = [p for p, _ in pairs]
-    labels = np.array([index[lab] for _, lab in pairs], dtype=np.int64)
-    return _hashed(paths, labels, classes, skipped)
+    images.labels = np.array([index[n] for n in names], dtype=np.int64)
+    images.classes = classes
+    _report(images.skipped)
+    return images
 
 
 def load_unlabeled(source: str | Path, allow_absolute: bool = True) -> ImageSet:
@@ -111,12 +122,15 @@ def load_unlabeled(source: str | Path, allow_absolute: bool = True) -> ImageSet:
     source = Path(source)
     if not source.exists():
         raise InputError(f"unlabelled data not found: {source}")
+    _not_an_image(source, "unlabelled data is a folder of images or a CSV with a path column")
     if source.is_dir():
-        paths, skipped = [str(p.resolve()) for p in find_images(source)], []
+        paths, skipped = [_absolute(p) for p in find_images(source)], []
     else:
         pairs, skipped = _pairs_from_csv(source, need_label=False, allow_absolute=allow_absolute)
         paths = [p for p, _ in pairs]
-    return _hashed(paths, np.full(len(paths), UNLABELED, np.int64), [], skipped)
+    images = _hashed(paths, np.full(len(paths), UNLABELED, np.int64), [], skipped)
+    _report(images.skipped)
+    return images
 
 
 def load_files(paths: list[str | Path]) -> ImageSet:
@@ -124,7 +138,9 @@ def load_files(paths: list[str | Path]) -> ImageSet:
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise InputError(f"image not found: {missing[0]}")
-    return _hashed([str(Path(p).resolve()) for p in paths], np.full(len(paths), UNLABELED, np.int64), [], [])
+    images = _hashed([_absolute(Path(p)) for p in paths], np.full(len(paths), UNLABELED, np.int64), [], [])
+    _report(images.skipped)
+    return images
 
 
 def dedupe(labeled: ImageSet, unlabeled: ImageSet) -> tuple[ImageSet, ImageSet]:
@@ -202,6 +218,12 @@ def load_class_map(path: str | Path) -> list[str]:
     return [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
+def _not_an_image(source: Path, expected: str) -> None:
+    """An image given where a folder or CSV belongs would otherwise be parsed as CSV text."""
+    if source.is_file() and is_image_path(source):
+        raise InputError(f"{source} is an image file; {expected}")
+
+
 def _pairs_from_folders(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     pairs, skipped = [], []
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
@@ -209,12 +231,10 @@ def _pairs_from_folders(root: Path) -> tuple[list[tuple[str, str]], list[tuple[s
         files = find_images(d)
         if not files:
             skipped.append((str(d), "empty class folder"))
-            _logger.warning("skipped empty class folder %s", d)
-        pairs.extend((str(f.resolve()), d.name) for f in files)
-    loose = [p for p in root.iterdir() if p.is_file() and is_image_path(p)]
-    if loose:
-        _logger.warning("ignored %d images directly in %s: labelled images go in a folder per class",
-                        len(loose), root)
+        pairs.extend((_absolute(f), d.name) for f in files)
+    loose = sorted(p for p in root.iterdir() if p.is_file() and is_image_path(p))
+    skipped.extend((_absolute(p), "not in a class folder (labelled images go in a folder per class)")
+                   for p in loose)
     return pairs, skipped
 
 
@@ -225,6 +245,10 @@ def _pairs_from_csv(csv: Path, need_label: bool, allow_absolute: bool):
         raise InputError(f"cannot read CSV {csv}: {first_line(e)}") from None
     frame.columns = [str(c).strip().lower() for c in frame.columns]
     frame = frame.rename(columns={"file": "path", "filepath": "path", "class": "label", "tag": "label"})
+    twice = sorted(set(frame.columns[frame.columns.duplicated()]))
+    if twice:  # frame["path"] would be a frame, and iterating it would yield column names as paths
+        raise InputError(f"{csv}: more than one column means {', '.join(twice)} "
+                         "(path, file and filepath are synonyms, as are label, class and tag); keep one")
     wanted = ["path", "label"] if need_label else ["path"]
     missing = [c for c in wanted if c not in frame.columns]
     if missing:
@@ -239,53 +263,75 @@ def _pairs_from_csv(csv: Path, need_label: bool, allow_absolute: bool):
             raise InputError(f"{csv}:{row}: empty label for {rel}")
         if path in seen:
             if seen[path] != label:
-                raise InputError(f"{csv}:{row}: {rel} appears twice with different labels")
+                raise InputError(f"{csv}:{row}: {rel} appears twice with different labels "
+                                 f"({seen[path]} and {label}); keep one row")
             continue
         seen[path] = label
-        if not Path(path).is_file():
+        if not os.path.lexists(path):  # anything else that is there gets its precise reason from _hashed
             skipped.append((path, "listed in the CSV but not found"))
             continue
         pairs.append((path, label))
-    _report(skipped)
     return pairs, skipped
 
 
 def _resolve_row(rel: str, root: Path, csv: Path, row: int, allow_absolute: bool) -> str:
     if not rel:
         raise InputError(f"{csv}:{row}: empty path")
+    if "\0" in rel:  # the OS cannot even look such a name up
+        raise InputError(f"{csv}:{row}: path {rel} contains a NUL character")
     candidate = Path(rel)
     if candidate.is_absolute():
         if not allow_absolute:
             raise InputError(f"{csv}:{row}: absolute path {rel} is not allowed here; "
                              f"give paths relative to {root}")
-        return str(candidate.resolve())
-    resolved = (root / candidate).resolve()
+        return _absolute(candidate)
+    resolved = Path(_absolute(root / candidate))
     if not resolved.is_relative_to(root):
         raise InputError(f"{csv}:{row}: path {rel} escapes the data root {root}")
     return str(resolved)
 
 
+def _absolute(path: Path) -> str:
+    """`path` resolved (symlinks followed), or only made absolute where it cannot be resolved
+    (a symlink loop): the file is then reported as unreadable instead of stopping the load."""
+    try:
+        return str(path.resolve())
+    except (OSError, RuntimeError, ValueError):
+        return os.path.abspath(path)
+
+
 def _hashed(paths: list[str], labels: np.ndarray, classes: list[str],
             skipped: list[tuple[str, str]]) -> ImageSet:
-    with ThreadPoolExecutor(max_workers=8) as pool:  # hashing releases the GIL
+    # Pillow warns about images between 1x and 2x its pixel limit; `probe` refuses those itself.
+    # The filter is set here, around the threads, because setting it inside each one would race.
+    with warnings.catch_warnings(), ThreadPoolExecutor(max_workers=8) as pool:  # hashing releases the GIL
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         digests = list(pool.map(_safe_digest, paths))
     ok = [i for i, d in enumerate(digests) if not d.startswith("!")]
-    bad = [(paths[i], digests[i][1:]) for i, d in enumerate(digests) if d.startswith("!")]
-    _report(bad)
+    bad = [(paths[i], d[1:]) for i, d in enumerate(digests) if d.startswith("!")]
     return ImageSet([paths[i] for i in ok], [digests[i] for i in ok], labels[ok], classes,
                     skipped + bad)
 
 
 def _safe_digest(path: str) -> str:
+    """The file's digest, or "!" + the reason it cannot be used. Only regular files are opened:
+    reading a named pipe or a device called x.jpg would block or never end."""
     try:
-        return file_digest(path)
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return "!not a regular file"
+        digest = file_digest(path)
+        probe(path)
+        return digest
     except PermissionError:
         return "!permission denied"
     except OSError as e:
         return f"!cannot read ({e.strerror or type(e).__name__})"
+    except BadImage as e:
+        return f"!{e}"
 
 
 def _report(skipped: list[tuple[str, str]]) -> None:
+    """Log the skips once a set has loaded: before an error they would crowd its one line."""
     for path, reason in skipped:
         _logger.warning("skipped %s: %s", path, reason)
 

@@ -7,7 +7,22 @@ and keeps its traceback.
 
 
 class InputError(ValueError):
-    """Bad user input, with a message that says how to fix it."""
+    """Bad user input, with a message that says how to fix it.
+
+    The message is kept to one line: messages quote user data (CSV cells, YAML keys, file names)
+    that may hold newlines or other control characters, which are escaped here so that the
+    one-line error contract holds whatever the input was.
+    """
+
+    def __init__(self, message: object = ""):
+        super().__init__(one_line(str(message)))
+
+
+def one_line(text: str) -> str:
+    """`text` with line breaks and other non-printable characters escaped (`\\n`, `\\x00`)."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def first_line(exc: BaseException) -> str:

@@ -54,8 +54,7 @@ def decode(path: str | Path, draft_size: int | None = None) -> np.ndarray:
                 img = ImageOps.exif_transpose(img)
                 return to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise BadImage("larger than the decompression-bomb limit "
-                       f"({Image.MAX_IMAGE_PIXELS} pixels)") from None
+        raise BadImage(_bomb_reason()) from None
     except UnidentifiedImageError:
         raise BadImage("not a recognised image format") from None
     except PermissionError:
@@ -64,6 +63,38 @@ def decode(path: str | Path, draft_size: int | None = None) -> np.ndarray:
         raise BadImage(f"cannot decode ({first_line(e)})") from None
     except (ValueError, SyntaxError, EOFError) as e:  # raised by some Pillow plugins on bad data
         raise BadImage(f"cannot decode ({first_line(e)})") from None
+
+
+def probe(path: str | Path) -> None:
+    """Cheap check that `path` looks like an image Pillow can open: reads the header only.
+
+    Catches what can be known without decoding (not an image, empty, over the decompression-bomb
+    limit), so those files are reported when a set is loaded rather than on every pass over it;
+    damage further in (a truncated JPEG) still surfaces in `decode`.
+
+    Raises:
+        BadImage: with the same reasons `decode` gives.
+    """
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+    except Image.DecompressionBombError:
+        raise BadImage(_bomb_reason()) from None
+    except UnidentifiedImageError:
+        raise BadImage("not a recognised image format") from None
+    except PermissionError:
+        raise BadImage("permission denied") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise BadImage(f"cannot decode ({first_line(e)})") from None
+    # Pillow only warns between 1x and 2x its limit; decode refuses those, so refuse them here too.
+    if Image.MAX_IMAGE_PIXELS and w * h > Image.MAX_IMAGE_PIXELS:
+        raise BadImage(_bomb_reason())
+    if w <= 0 or h <= 0:
+        raise BadImage(f"empty image ({w}x{h} pixels)")
+
+
+def _bomb_reason() -> str:
+    return f"larger than the decompression-bomb limit ({Image.MAX_IMAGE_PIXELS} pixels)"
 
 
 def to_rgb(img: Image.Image) -> np.ndarray:

@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from classification.config import RUNTIMES
 from classification.fileio import atomic_path
 from classification.models import backbone_features, backbone_id, split_model
 
 _logger = logging.getLogger(__name__)
 
-RUNTIMES = ("auto", "onnx", "torch")
 Runner = Callable[[torch.Tensor], np.ndarray]
 
 
