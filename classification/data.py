@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from PIL import Image
 
-from classification.errors import InputError, first_line
+from classification.errors import InputError
 from classification.fileio import write_json
-from classification.images import BadImage, file_digest, is_image_path, probe
+from classification.images import BadImage, file_digest, probe
+from classification.sources import absolute_path, find_images, not_an_image, pairs_from_csv, pairs_from_folders
 
 _logger = logging.getLogger(__name__)
 
@@ -66,16 +66,6 @@ class ImageSet:
         return ImageSet(list(self.paths), list(self.hashes), labels.copy(), list(classes), list(self.skipped))
 
 
-def find_images(root: str | Path) -> list[Path]:
-    """All image files under `root`, recursively, sorted; symlinked folders are not followed."""
-    root = Path(root)
-    found = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
-        dirnames.sort()
-        found.extend(Path(dirpath) / f for f in filenames if is_image_path(f))
-    return sorted(found)
-
-
 def load_labeled(source: str | Path, classes: list[str] | None = None,
                  allow_absolute: bool = True) -> ImageSet:
     """Labelled images from a folder per class (`root/<class>/**/*.jpg`) or a `path,label` CSV.
@@ -91,11 +81,11 @@ def load_labeled(source: str | Path, classes: list[str] | None = None,
     source = Path(source)
     if not source.exists():
         raise InputError(f"labelled data not found: {source}")
-    _not_an_image(source, "labelled data is a folder per class or a path,label CSV")
+    not_an_image(source, "labelled data is a folder per class or a path,label CSV")
     if source.is_dir():
-        pairs, skipped = _pairs_from_folders(source)
+        pairs, skipped = pairs_from_folders(source)
     else:
-        pairs, skipped = _pairs_from_csv(source, need_label=True, allow_absolute=allow_absolute)
+        pairs, skipped = pairs_from_csv(source, need_label=True, allow_absolute=allow_absolute)
     # hash (and probe) first, so that a class whose files are all unusable is not a class
     images = _hashed([p for p, _ in pairs], np.arange(len(pairs), dtype=np.int64), [], skipped)
     names = [pairs[i][1] for i in images.labels]
@@ -122,11 +112,11 @@ def load_unlabeled(source: str | Path, allow_absolute: bool = True) -> ImageSet:
     source = Path(source)
     if not source.exists():
         raise InputError(f"unlabelled data not found: {source}")
-    _not_an_image(source, "unlabelled data is a folder of images or a CSV with a path column")
+    not_an_image(source, "unlabelled data is a folder of images or a CSV with a path column")
     if source.is_dir():
-        paths, skipped = [_absolute(p) for p in find_images(source)], []
+        paths, skipped = [absolute_path(p) for p in find_images(source)], []
     else:
-        pairs, skipped = _pairs_from_csv(source, need_label=False, allow_absolute=allow_absolute)
+        pairs, skipped = pairs_from_csv(source, need_label=False, allow_absolute=allow_absolute)
         paths = [p for p, _ in pairs]
     images = _hashed(paths, np.full(len(paths), UNLABELED, np.int64), [], skipped)
     _report(images.skipped)
@@ -138,7 +128,7 @@ def load_files(paths: list[str | Path]) -> ImageSet:
     missing = [str(p) for p in paths if not Path(p).is_file()]
     if missing:
         raise InputError(f"image not found: {missing[0]}")
-    images = _hashed([_absolute(Path(p)) for p in paths], np.full(len(paths), UNLABELED, np.int64), [], [])
+    images = _hashed([absolute_path(Path(p)) for p in paths], np.full(len(paths), UNLABELED, np.int64), [], [])
     _report(images.skipped)
     return images
 
@@ -218,88 +208,6 @@ def load_class_map(path: str | Path) -> list[str]:
     return [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 
-def _not_an_image(source: Path, expected: str) -> None:
-    """An image given where a folder or CSV belongs would otherwise be parsed as CSV text."""
-    if source.is_file() and is_image_path(source):
-        raise InputError(f"{source} is an image file; {expected}")
-
-
-def _pairs_from_folders(root: Path) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-    pairs, skipped = [], []
-    class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    for d in class_dirs:
-        files = find_images(d)
-        if not files:
-            skipped.append((str(d), "empty class folder"))
-        pairs.extend((_absolute(f), d.name) for f in files)
-    loose = sorted(p for p in root.iterdir() if p.is_file() and is_image_path(p))
-    skipped.extend((_absolute(p), "not in a class folder (labelled images go in a folder per class)")
-                   for p in loose)
-    return pairs, skipped
-
-
-def _pairs_from_csv(csv: Path, need_label: bool, allow_absolute: bool):
-    try:
-        frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
-    except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read CSV {csv}: {first_line(e)}") from None
-    frame.columns = [str(c).strip().lower() for c in frame.columns]
-    frame = frame.rename(columns={"file": "path", "filepath": "path", "class": "label", "tag": "label"})
-    twice = sorted(set(frame.columns[frame.columns.duplicated()]))
-    if twice:  # frame["path"] would be a frame, and iterating it would yield column names as paths
-        raise InputError(f"{csv}: more than one column means {', '.join(twice)} "
-                         "(path, file and filepath are synonyms, as are label, class and tag); keep one")
-    wanted = ["path", "label"] if need_label else ["path"]
-    missing = [c for c in wanted if c not in frame.columns]
-    if missing:
-        raise InputError(f"{csv}: missing column(s) {', '.join(missing)}; expected a header "
-                         f"{','.join(wanted)} (found {','.join(frame.columns) or 'none'})")
-    root = csv.parent.resolve()
-    pairs, skipped, seen = [], [], {}
-    for row, rel in enumerate(frame["path"], start=2):
-        path = _resolve_row(rel.strip(), root, csv, row, allow_absolute)
-        label = frame["label"].iloc[row - 2].strip() if need_label else ""
-        if need_label and not label:
-            raise InputError(f"{csv}:{row}: empty label for {rel}")
-        if path in seen:
-            if seen[path] != label:
-                raise InputError(f"{csv}:{row}: {rel} appears twice with different labels "
-                                 f"({seen[path]} and {label}); keep one row")
-            continue
-        seen[path] = label
-        if not os.path.lexists(path):  # anything else that is there gets its precise reason from _hashed
-            skipped.append((path, "listed in the CSV but not found"))
-            continue
-        pairs.append((path, label))
-    return pairs, skipped
-
-
-def _resolve_row(rel: str, root: Path, csv: Path, row: int, allow_absolute: bool) -> str:
-    if not rel:
-        raise InputError(f"{csv}:{row}: empty path")
-    if "\0" in rel:  # the OS cannot even look such a name up
-        raise InputError(f"{csv}:{row}: path {rel} contains a NUL character")
-    candidate = Path(rel)
-    if candidate.is_absolute():
-        if not allow_absolute:
-            raise InputError(f"{csv}:{row}: absolute path {rel} is not allowed here; "
-                             f"give paths relative to {root}")
-        return _absolute(candidate)
-    resolved = Path(_absolute(root / candidate))
-    if not resolved.is_relative_to(root):
-        raise InputError(f"{csv}:{row}: path {rel} escapes the data root {root}")
-    return str(resolved)
-
-
-def _absolute(path: Path) -> str:
-    """`path` resolved (symlinks followed), or only made absolute where it cannot be resolved
-    (a symlink loop): the file is then reported as unreadable instead of stopping the load."""
-    try:
-        return str(path.resolve())
-    except (OSError, RuntimeError, ValueError):
-        return os.path.abspath(path)
-
-
 def _hashed(paths: list[str], labels: np.ndarray, classes: list[str],
             skipped: list[tuple[str, str]]) -> ImageSet:
     # Pillow warns about images between 1x and 2x its pixel limit; `probe` refuses those itself.
@@ -334,7 +242,3 @@ def _report(skipped: list[tuple[str, str]]) -> None:
     """Log the skips once a set has loaded: before an error they would crowd its one line."""
     for path, reason in skipped:
         _logger.warning("skipped %s: %s", path, reason)
-
-
-def _walk_error(err: OSError) -> None:
-    _logger.warning("skipped %s: %s", err.filename, err.strerror or err)
