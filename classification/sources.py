@@ -89,7 +89,7 @@ def resolve_row(rel: str, root: Path, csv: Path, row: int, allow_absolute: bool)
     if "\0" in rel:  # the OS cannot even look such a name up
         raise InputError(f"{csv}:{row}: path {rel} contains a NUL character")
     candidate = Path(rel)
-    if candidate.isabsolute_path():
+    if candidate.is_absolute():
         if not allow_absolute:
             raise InputError(f"{csv}:{row}: absolute path {rel} is not allowed here; "
                              f"give paths relative to {root}")
