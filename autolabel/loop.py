@@ -4,8 +4,9 @@ One trial: (a) train on human labels + the pseudo-labels accepted so far (strong
 pseudo-labels; validation from human labels only), (b) predict the pool with the weak transform,
 (c) let the threshold policy pick, (d) cap each class with the balance guard, (e) re-decide every
 pseudo-label (or keep them, with `sticky`). With `ood_guard`, a pool image further from every
-human label than the calibrated threshold is never accepted, whatever its confidence. After the last trial one more fit on the final labels
-gives the model, so 0 trials is plain supervised training.
+human label than the calibrated threshold is never accepted, whatever its confidence. After the
+last trial one more fit on the final labels gives the model, so 0 trials is plain supervised
+training. A run's state after each trial can be saved and resumed (`autolabel.resume`).
 
 Callbacks: each trial callback gets `(record, labeler)` after its trial; each epoch callback gets
 every training epoch's record (see `classification.trainer.run_stage`) with `trial` added: the
@@ -21,6 +22,7 @@ import numpy as np
 from autolabel.config import LoopConfig
 from autolabel.guards import balance_cap
 from autolabel.policies import create_policy
+from autolabel.resume import crash_point, fingerprint, restore_state
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
@@ -57,8 +59,24 @@ class PseudoLabeler:
         self.callbacks, self.progress = list(callbacks), progress
         self.epoch_callbacks = list(epoch_callbacks)
 
-    def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None) -> "PseudoLabeler":
-        """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything."""
+    def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None,
+            resume: dict | None = None) -> "PseudoLabeler":
+        """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything.
+        `resume`: a run's saved state (see `autolabel.resume`); the loop continues after its last
+        trial, and refuses when the images or settings are not the ones the state was saved with."""
+        self._prepare(labeled, unlabeled, test)
+        if resume is not None:
+            restore_state(self, resume)
+        else:
+            self._fit_ood_guard()
+        self._run_trials()
+        crash_point("final", self.n_trials_)
+        self.model_ = self._fit_current(None)
+        self.test_pred_ = self._test_predictions(self.model_)
+        self.test_accuracy_ = self._accuracy(self.test_pred_)
+        return self
+
+    def _prepare(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None) -> None:
         self.test_ = test
         labeled, pool = dedupe(labeled, unlabeled)
         self.labeled_, self.unlabeled_, self.classes_ = labeled, pool, labeled.classes
@@ -70,9 +88,15 @@ class PseudoLabeler:
         self.pseudo_labels_ = np.full(n, UNLABELED, np.int64)
         self.confidence_ = np.zeros(n, np.float32)
         self.accepted_trial_ = np.full(n, -1, np.int64)
-        self._fit_ood_guard()
         self.history_, self.termination_reason_, self.n_trials_ = [], "max_trials", 0
-        for trial in range(1, self.loop.n_trials + 1):
+        self.fingerprint_ = fingerprint(self)
+
+    def _run_trials(self) -> None:
+        """Trials after the last completed one (all of them on a fresh run) until a stop or the budget."""
+        if self.history_ and self.history_[-1]["stop"]:  # a resumed run that had already stopped
+            self.termination_reason_ = self.history_[-1]["stop"]
+            return
+        for trial in range(self.n_trials_ + 1, self.loop.n_trials + 1):
             record = self._trial(trial)
             self.n_trials_ = trial
             self.history_.append(record)
@@ -81,10 +105,6 @@ class PseudoLabeler:
             if record["stop"]:
                 self.termination_reason_ = record["stop"]
                 break
-        self.model_ = self._fit_current(None)
-        self.test_pred_ = self._test_predictions(self.model_)
-        self.test_accuracy_ = self._accuracy(self.test_pred_)
-        return self
 
     @property
     def labeled_trial_(self) -> np.ndarray:
@@ -100,7 +120,9 @@ class PseudoLabeler:
         t = self.train
         embed = Embedder(t.model, weights=t.weights, img_size=t.img_size, cache=self.cache, runtime=t.runtime,
                          batch_size=t.batch_size, workers=t.workers, progress=self.progress)
-        ref, pool = embed(self.labeled_), embed(self.unlabeled_)
+        ref = embed(self.labeled_)
+        crash_point("extract", 0)
+        pool = embed(self.unlabeled_)
         self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok])
         self.ood_score_[pool.ok] = self.ood_.score(pool.feats[pool.ok])
         self.ood_refused_ = pool.ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
@@ -118,11 +140,9 @@ class PseudoLabeler:
         return fit(self.train, train, self.val_, self.cache, strong=strong, sample_weight=weight,
                    progress=self.progress, on_epoch=self._epoch_hook(trial))
 
-    def _epoch_hook(self, trial: int | None) -> EpochCallback | None:
-        if not self.epoch_callbacks:
-            return None
-
+    def _epoch_hook(self, trial: int | None) -> EpochCallback:
         def on_epoch(record: dict) -> None:
+            crash_point("train", trial)
             for cb in self.epoch_callbacks:
                 cb({**record, "trial": trial})
 

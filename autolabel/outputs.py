@@ -3,7 +3,8 @@
     dataset.csv          path,label,source(human|pseudo),confidence,trial,ood_score: the labelled dataset
     trials/trial_NN.csv  every pool image's prediction, confidence, threshold, ood score and decision
     metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason
-    state.json           accepted labels and threshold-policy state after the last completed trial
+    state.json           everything `--resume` needs after the last completed trial (autolabel.resume);
+                         written last in each trial: it is the trial's commit point
     checkpoint/          the final classifier (see classification.checkpoint)
     config.yaml          the resolved configuration
 """
@@ -16,27 +17,36 @@ import pandas as pd
 import yaml
 
 from autolabel.audit import audit
+from autolabel.resume import crash_point, run_state
 from classification.checkpoint import save_checkpoint
 from classification.fileio import write_csv, write_json, write_text
 
 
 class RunWriter:
-    """A trial callback for `PseudoLabeler` that keeps the output folder current."""
+    """A trial callback for `PseudoLabeler` that keeps the output folder current.
 
-    def __init__(self, out: str | Path, config: dict, truth: np.ndarray | None = None):
-        self.out, self.truth, self.config = Path(out), truth, config
-        write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    `run_info` (for example the MLflow run id) is saved in state.json for `--resume`;
+    `write_config=False` leaves a resumed run's config.yaml as it is.
+    """
+
+    def __init__(self, out: str | Path, config: dict, truth: np.ndarray | None = None,
+                 run_info: dict | None = None, write_config: bool = True):
+        self.out, self.truth, self.config, self.run_info = Path(out), truth, config, dict(run_info or {})
+        if write_config:
+            write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def __call__(self, record: dict, labeler) -> None:
         if self.truth is not None:
             record["audit"] = audit(labeler.pseudo_labels_, self.truth, labeler.classes_)
         write_csv(self.out / "trials" / f"trial_{record['trial']:02d}.csv", self._trial_frame(labeler))
         write_csv(self.out / "dataset.csv", dataset_frame(labeler))
-        write_json(self.out / "state.json", {
-            "trial": record["trial"], "pseudo_labels": labeler.pseudo_labels_.tolist(),
-            "accepted_trial": labeler.accepted_trial_.tolist(), "policy": labeler.policy_.state_dict(),
-            "ood_guard": labeler.ood_.state_dict() if labeler.ood_ else None})
         write_json(self.out / "metrics.json", self._metrics(labeler))
+        crash_point("commit", record["trial"])
+        self.commit(labeler)
+
+    def commit(self, labeler, finished: bool = False) -> None:
+        """Write state.json: after it, the trial (or with `finished`, the whole run) is done."""
+        write_json(self.out / "state.json", run_state(labeler, finished=finished, **self.run_info))
 
     def finish(self, labeler) -> dict:
         model = labeler.model_

@@ -1,9 +1,11 @@
 """Atomic result files: write to a temporary sibling, fsync, then rename over the target.
 
-A reader never sees a half-written file, and a crash leaves the previous version intact.
+A reader never sees a half-written file, and a crash or a full disk leaves the previous version
+intact (the temporary file is removed; an ENOSPC error names the file that was being written).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -25,6 +27,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC and not e.filename:  # a failed write() names no file; say which
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from e
+        raise
     finally:
         if tmp.exists():
             tmp.unlink()

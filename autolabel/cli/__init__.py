@@ -1,8 +1,9 @@
 """The `autolabel` command line. Thin: parse flags, build a config, call one library function,
-print a summary. User mistakes end in a one-line error and exit code 2; tracebacks only with
---debug."""
+print a summary. User mistakes (and a full disk) end in a one-line error and exit code 2;
+tracebacks only with --debug."""
 from __future__ import annotations
 
+import errno
 import sys
 from pathlib import Path
 from typing import Optional
@@ -18,7 +19,7 @@ from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, setup_logging
-from autolabel.cli.run import run_loop
+from autolabel.cli.run import disk_full_message, run_loop
 from classification.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -43,6 +44,7 @@ def root(
     policy: Optional[str] = typer.Option(None, help="flexmatch | fixed (default: flexmatch)."),
     mode: Optional[str] = typer.Option(None, help="head | finetune (default: head on CPU, finetune on CUDA)."),
     out: Optional[Path] = typer.Option(None, "--out", "--baselogdir", help="Output folder (default: runs/<timestamp>)."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder after its last completed trial; its saved settings are used, and other settings given must match them."),
     config: Optional[Path] = typer.Option(None, help="YAML with train: and loop: sections; flags override it."),
     truth: Optional[Path] = typer.Option(None, help="file,label CSV for the pool: only scores the pseudo-labels."),
     test: Optional[Path] = typer.Option(None, help="Labelled test images: only scored."),
@@ -69,7 +71,7 @@ def root(
              loop_flags={"n_trials": n_trials, "threshold": threshold, "policy": policy,
                          "sticky": sticky, "balance": balance, "weak_views": views,
                          "ood_guard": ood_guard},
-             tracking={"uri": tracking_uri, "experiment": experiment} if mlflow else None)
+             tracking={"uri": tracking_uri, "experiment": experiment} if mlflow else None, resume=resume)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         return 130
+    except OSError as e:  # a full disk is the user's to fix, not a bug: one line too
+        if e.errno != errno.ENOSPC or STATE["debug"] or "--debug" in args:
+            raise
+        typer.echo(f"autolabel: error: {disk_full_message(e)}", err=True)
+        return 2
     return result if isinstance(result, int) else 0
 
 

@@ -1,6 +1,9 @@
-"""The root command: `autolabel [--data-clean ...] [--n-trials 10] [--threshold 0.8] ...` runs the loop."""
+"""The root command: `autolabel [--data-clean ...] [--n-trials 10] [--threshold 0.8] ...` runs the
+loop; `autolabel --resume DIR` continues a run that was killed, after its last completed trial."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import time
 from pathlib import Path
 from typing import Optional
@@ -13,6 +16,7 @@ from autolabel.config import LoopConfig, load_config
 from autolabel.loop import NOTHING_MORE, PseudoLabeler
 from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
+from autolabel.resume import clean_after, config_changes, read_run
 from classification.config import TrainConfig, resolve_device
 from classification.data import dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
@@ -23,58 +27,129 @@ BUNDLED = Path(__file__).resolve().parents[2] / "data"
 def run_loop(data_clean: Optional[Path], data_raw: Optional[Path], out: Optional[Path],
              config: Optional[Path], truth: Optional[Path], test: Optional[Path],
              cache_dir: Optional[Path], train_flags: dict, loop_flags: dict,
-             tracking: Optional[dict] = None) -> None:
-    """`tracking`: None = off, else {"uri": ..., "experiment": ...} for `autolabel.tracking.start`."""
+             tracking: Optional[dict] = None, resume: Optional[Path] = None) -> None:
+    """`tracking`: None = off, else {"uri": ..., "experiment": ...} for `autolabel.tracking.start`.
+    `resume`: a run folder to continue (the other settings, when given, must match its own)."""
+    if resume is not None:
+        data_flags = {"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test}
+        return _resume(resume, out, config, cache_dir, data_flags, train_flags, loop_flags, tracking)
     train_cfg, loop_cfg = resolve_configs(config, train_flags, loop_flags)
-    data_clean, data_raw, truth, test = resolve_sources(data_clean, data_raw, truth, test)
+    sources = resolve_sources(data_clean, data_raw, truth, test)
     out = _out_dir(out)
-    labeled, pool = load_labeled(data_clean), load_unlabeled(data_raw)
-    test_set = load_labeled(test, classes=labeled.classes) if test else None
-    truth_idx = load_truth(truth, dedupe(labeled, pool)[1], labeled.classes) if truth else None
-    resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(),
-                "data": {"data_clean": str(data_clean), "data_raw": str(data_raw),
-                         "test": str(test) if test else None, "truth": str(truth) if truth else None}}
-    writer = RunWriter(out, resolved, truth=truth_idx)
-    tracker = _tracker(tracking, out, resolved, train_cfg)
+    resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": _data_section(*sources)}
+    _execute(out, resolved, None, cache_dir, tracking, resumed=False)
+
+
+def _resume(folder: Path, out: Optional[Path], config: Optional[Path], cache_dir: Optional[Path],
+            data_flags: dict, train_flags: dict, loop_flags: dict, tracking: Optional[dict]) -> None:
+    if out is not None and out.resolve() != folder.resolve():
+        raise InputError("--resume DIR continues the run in DIR; leave out --out")
+    saved, state = read_run(folder)
+    # both sides through the config classes, so a setting added since the run started reads as its default
+    changes = config_changes(_requested(saved, None, {}, {}, {}),
+                             _requested(saved, config, data_flags, train_flags, loop_flags))
+    if changes:
+        more = f" (and {len(changes) - 1} more setting(s))" if len(changes) > 1 else ""
+        raise InputError(f"--resume {folder}: the saved run has {changes[0]}{more}; resume without "
+                         "changing settings, or start a new run with another --out")
+    if state and state.get("finished"):  # nothing to redo: say so, and succeed
+        typer.echo(f"autolabel: {folder} already finished ({state['trial']} trials, stopped: "
+                   f"{state['termination_reason']}); nothing to resume. dataset: {folder / 'dataset.csv'}")
+        return
+    done = state["trial"] if state else 0
+    clean_after(folder, done)
+    if cache_dir is None and state and state.get("cache_dir"):
+        cache_dir = Path(state["cache_dir"])
+    typer.echo(f"autolabel: resuming {folder} after trial {done}" if done else
+               f"autolabel: resuming {folder} from the start (no trial had completed)")
+    _execute(folder, saved, state, cache_dir, tracking, resumed=True)
+
+
+def _requested(saved: dict, config: Optional[Path], data_flags: dict, train_flags: dict, loop_flags: dict) -> dict:
+    """The saved run's settings with --config and the flags given on top, resolved like a new run's."""
+    train_yaml, loop_yaml = load_config(config)
+    train = TrainConfig.from_dict({**saved["train"], **train_yaml, **_given(train_flags)})
+    loop = LoopConfig(**{**saved["loop"], **loop_yaml, **_given(loop_flags)})
+    data = {**saved["data"], **{k: str(v.resolve()) for k, v in _given(data_flags).items()}}
+    return {"train": train.to_dict(), "loop": loop.to_dict(), "data": data}
+
+
+def _execute(out: Path, resolved: dict, state: Optional[dict], cache_dir: Optional[Path],
+             tracking: Optional[dict], resumed: bool) -> None:
+    """Load the data `resolved` names, run (or continue, from `state`) the loop, write everything.
+    config.yaml is written once the images are found and hashed: from then on `--resume` works."""
+    train_cfg, loop_cfg = TrainConfig.from_dict(resolved["train"]), LoopConfig(**resolved["loop"])
+    data = resolved["data"]
+    labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
+    test_set = load_labeled(data["test"], classes=labeled.classes) if data["test"] else None
+    truth_idx = load_truth(data["truth"], dedupe(labeled, pool)[1], labeled.classes) if data["truth"] else None
+    cache = open_cache(cache_dir)
+    tracker = _tracker(tracking, out, resolved, train_cfg, state.get("mlflow_run_id") if state else None)
+    run_info = {"mlflow_run_id": tracker.run_id if tracker else None,
+                "cache_dir": str(cache.root.resolve()) if cache.root else None}
+    writer = RunWriter(out, resolved, truth=truth_idx, run_info=run_info, write_config=not resumed)
     typer.echo(f"autolabel: {len(labeled)} human labels in {len(labeled.classes)} classes, "
                f"{len(pool)} unlabelled images -> {out}")
-    labeler = PseudoLabeler(loop_cfg, train_cfg, open_cache(cache_dir), progress=progress_enabled(),
+    labeler = PseudoLabeler(loop_cfg, train_cfg, cache, progress=progress_enabled(),
                             callbacks=[writer] + ([tracker] if tracker else []),
                             epoch_callbacks=[tracker.on_epoch] if tracker else [])
     try:
-        labeler.fit(labeled, pool, test=test_set)
+        labeler.fit(labeled, pool, test=test_set, resume=state)
         metrics = writer.finish(labeler)
         write_pictures(labeler, out)
+        writer.commit(labeler, finished=True)
     except BaseException as e:
         if tracker:
             tracker.fail("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            raise InputError(disk_full_message(e, out)) from None
         raise
     if tracker:
         tracker.finish(labeler, out)
+    _report(labeler, metrics, labeled.skipped + pool.skipped, out, tracker)
+
+
+def _report(labeler, metrics: dict, skipped: list, out: Path, tracker) -> None:
     _summary(metrics)
     if labeler.termination_reason_ in ("nothing_new", "no_change"):
         typer.echo(NOTHING_MORE)
-    print_skips(typer.echo, labeled.skipped + pool.skipped)
+    print_skips(typer.echo, skipped)
     typer.echo(f"stopped: {labeler.termination_reason_}; dataset: {out / 'dataset.csv'}")
     if tracker and tracker.describe():
         typer.echo(tracker.describe())
 
 
-def _tracker(tracking: Optional[dict], out: Path, resolved: dict, train_cfg: TrainConfig):
-    """The MLflow tracker (started: the parent run exists), or None with --no-mlflow."""
+def disk_full_message(e: OSError, out: Optional[Path] = None) -> str:
+    """One line for ENOSPC: which folder, and (for a run) how to continue once space is freed."""
+    folder = Path(e.filename).parent if e.filename else out
+    hint = f", then continue with `autolabel --resume {out}`" if out else ""
+    return f"disk full (no space left on device) while writing to {folder}; free some space{hint}"
+
+
+def _tracker(tracking: Optional[dict], out: Path, resolved: dict, train_cfg: TrainConfig,
+             resumed_from: Optional[str] = None):
+    """The MLflow tracker (started: the parent run exists), or None with --no-mlflow. A resumed run
+    gets a new parent with param `resumed_from` (the killed run's parent, marked KILLED if it still
+    shows RUNNING); tracking problems stay warnings, as in `autolabel.tracking`."""
     if tracking is None:
         return None
     from autolabel.tracking import start
 
     mode = train_cfg.resolved_mode(resolve_device(train_cfg.device))  # "auto" says little in a comparison
-    return start(out, resolved, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
-                 run_name=out.name, params={"mode": mode})
+    params = {"mode": mode, **({"resumed_from": resumed_from} if resumed_from else {})}
+    tracker = start(out, resolved, tracking_uri=tracking.get("uri"), experiment=tracking.get("experiment"),
+                    run_name=out.name, params=params)
+    if resumed_from and tracker.active and tracker.client is not None:
+        with contextlib.suppress(Exception):  # another store, or a deleted run: nothing to close
+            if tracker.client.get_run(resumed_from).info.status == "RUNNING":
+                tracker.client.set_terminated(resumed_from, "KILLED")
+    return tracker
 
 
 def resolve_configs(config: Optional[Path], train_flags: dict, loop_flags: dict) -> tuple[TrainConfig, LoopConfig]:
     train_yaml, loop_yaml = load_config(config)
-    train = {**train_yaml, **{k: v for k, v in train_flags.items() if v is not None}}
-    loop = {**loop_yaml, **{k: v for k, v in loop_flags.items() if v is not None}}
+    train = {**train_yaml, **_given(train_flags)}
+    loop = {**loop_yaml, **_given(loop_flags)}
     return TrainConfig.from_dict(train), LoopConfig(**loop)
 
 
@@ -90,10 +165,24 @@ def resolve_sources(data_clean, data_raw, truth, test):
     return data_clean, data_raw, truth, test
 
 
+def _data_section(data_clean, data_raw, truth, test) -> dict:
+    """Absolute paths, so `--resume` finds the same images from any working folder."""
+    def absolute(p):
+        return str(Path(p).resolve()) if p else None
+
+    return {"data_clean": absolute(data_clean), "data_raw": absolute(data_raw),
+            "test": absolute(test), "truth": absolute(truth)}
+
+
+def _given(flags: dict) -> dict:
+    return {k: v for k, v in flags.items() if v is not None}
+
+
 def _out_dir(out: Optional[Path]) -> Path:
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if (out / "metrics.json").exists() or (out / "state.json").exists():
-        raise InputError(f"--out {out} already holds a run; choose another folder")
+    if any((out / name).exists() for name in ("config.yaml", "state.json", "metrics.json")):
+        raise InputError(f"--out {out} already holds a run; continue it with `autolabel --resume {out}`, "
+                         "or choose another folder")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
