@@ -89,6 +89,7 @@ class PseudoLabeler:
         self.confidence_ = np.zeros(n, np.float32)
         self.accepted_trial_ = np.full(n, -1, np.int64)
         self.history_, self.termination_reason_, self.n_trials_ = [], "max_trials", 0
+        self.skipped_: list[tuple[str, str]] = []  # (path, reason) of files that failed to decode
         self.fingerprint_ = fingerprint(self)
 
     def _run_trials(self) -> None:
@@ -137,8 +138,10 @@ class PseudoLabeler:
         weight = np.ones(len(train), np.float32)
         if self.loop.confidence_weight:
             weight[len(self.train_human_):] = self.confidence_[acc]
-        return fit(self.train, train, self.val_, self.cache, strong=strong, sample_weight=weight,
-                   progress=self.progress, on_epoch=self._epoch_hook(trial))
+        result = fit(self.train, train, self.val_, self.cache, strong=strong, sample_weight=weight,
+                     progress=self.progress, on_epoch=self._epoch_hook(trial))
+        self.skipped_ += result.skipped
+        return result
 
     def _epoch_hook(self, trial: int | None) -> EpochCallback:
         def on_epoch(record: dict) -> None:
@@ -155,6 +158,7 @@ class PseudoLabeler:
                        kind="eval" if views == 1 else "weak", n_views=views, runtime=self.train.runtime,
                        batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress,
                        tail_blocks=self.train.tail_blocks)
+        self.skipped_ += pred.skipped
         probs = np.where(pred.ok[:, None], pred.probs, 0.0)
         conf, guess = probs.max(axis=1), probs.argmax(axis=1)
         self.policy_.update(probs)

@@ -34,9 +34,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
     """
     import timm
 
-    if not timm.is_model(name):
-        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
-        raise InputError(f"unknown model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
+    check_model_name(name)
     if head not in HEADS:
         raise InputError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
     hub = weights == "hub"
@@ -60,6 +58,15 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
         nn.init.zeros_(model.get_classifier().weight)
         nn.init.zeros_(model.get_classifier().bias)
     return model
+
+
+def check_model_name(name: str) -> None:
+    """Refuse a name timm does not know, suggesting similar ones (cheap: builds nothing)."""
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:8]
+        raise InputError(f"unknown model {name!r}" + (f"; similar: {', '.join(close)}" if close else ""))
 
 
 def classifier_module(model: nn.Module) -> nn.Module:

@@ -266,9 +266,6 @@ def test_error_is_one_line_and_inputs_unchanged(case, tmp_path, cache_dir, capsy
     assert snapshot(root) == before
 
 
-@pytest.mark.xfail(strict=True, reason="the model name is first checked when the loop builds the backbone, "
-                   "after run.py has created --out and written config.yaml; run.py needs to check it "
-                   "(timm.is_model, as classification.models.create_classifier does) before _out_dir/RunWriter")
 def test_unknown_model_is_refused_before_anything_is_written(tmp_path, cache_dir, capsys):
     lb, ulb = small_tree(tmp_path / "in")
     code, _, err = run_cli(capsys, "--data-clean", lb, "--data-raw", ulb, "--model", "notanet",
@@ -475,10 +472,6 @@ def _extra_checks(name, mixed, paths, trial, dataset) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="the root command prints only the skips found while loading "
-                   "(labeled.skipped + pool.skipped); files that fail to decode during training or "
-                   "prediction are counted in metrics.json but not listed: run.py/loop.py need to print "
-                   "them too")
 def test_files_that_fail_to_decode_are_listed_with_the_others(mixed):
     count, listed = mixed.printed_skips()
     truncated = str(mixed.root / "ulb" / "truncated.jpg")

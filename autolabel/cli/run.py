@@ -20,6 +20,7 @@ from autolabel.resume import clean_after, config_changes, read_run
 from classification.config import TrainConfig, resolve_device
 from classification.data import dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
+from classification.models import check_model_name
 
 BUNDLED = Path(__file__).resolve().parents[2] / "data"
 
@@ -34,6 +35,7 @@ def run_loop(data_clean: Optional[Path], data_raw: Optional[Path], out: Optional
         data_flags = {"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test}
         return _resume(resume, out, config, cache_dir, data_flags, train_flags, loop_flags, tracking)
     train_cfg, loop_cfg = resolve_configs(config, train_flags, loop_flags)
+    check_model_name(train_cfg.model)  # before --out exists: a typo must not leave a run folder behind
     sources = resolve_sources(data_clean, data_raw, truth, test)
     out = _out_dir(out)
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": _data_section(*sources)}
@@ -106,7 +108,12 @@ def _execute(out: Path, resolved: dict, state: Optional[dict], cache_dir: Option
         raise
     if tracker:
         tracker.finish(labeler, out)
-    _report(labeler, metrics, labeled.skipped + pool.skipped, out, tracker)
+    _report(labeler, metrics, _unique(labeled.skipped + pool.skipped + labeler.skipped_), out, tracker)
+
+
+def _unique(skipped: list) -> list:
+    """One line per file: a file skipped while loading is not listed again when decoding fails."""
+    return list({path: (path, why) for path, why in reversed(skipped)}.values())[::-1]
 
 
 def _report(labeler, metrics: dict, skipped: list, out: Path, tracker) -> None:
