@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from classification.fileio import atomic_path
+from classification.fileio import atomic_path, write_figure
 from classification.images import BadImage, decode
 from classification.metrics import confusion_png
 
@@ -124,9 +124,4 @@ def thresholds_png(history: list[dict], classes: list[str], path: str | Path) ->
     ax.set_title("Per-class acceptance thresholds")
     if len(classes) <= 30:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig)

@@ -55,6 +55,18 @@ def write_csv(path: str | Path, frame, sep: str = ",") -> None:
         frame.to_csv(tmp, index=False, sep=sep)
 
 
+def write_figure(path: str | Path, fig) -> Path:
+    """Save a matplotlib figure as PNG atomically (tight layout, 100 dpi) and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _jsonable(obj: Any) -> Any:
     # numpy scalars and arrays show up in metrics; keep JSON plain
     if hasattr(obj, "tolist"):

@@ -20,7 +20,7 @@ from classification.cache import FeatureCache
 from classification.config import TrainConfig, resolve_device
 from classification.data import ImageSet
 from classification.errors import InputError
-from classification.fileio import atomic_path
+from classification.fileio import write_figure
 from classification.head import training_views
 from classification.losses import create_loss
 from classification.models import classifier_module, create_classifier
@@ -188,9 +188,4 @@ def lr_find_png(result: LRFindResult, path: str | Path) -> Path:
     ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     ax.set_title("Learning-rate range test")
     ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig)

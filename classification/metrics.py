@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from classification.fileio import atomic_path
+from classification.fileio import write_figure
 
 
 def no_validation() -> dict[str, float]:
@@ -54,9 +54,4 @@ def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], pa
             ax.text(j, i, cm[i, j], ha="center", va="center", fontsize=8,
                     color="white" if norm[i, j] > 0.5 else "black")
     fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    return path
+    return write_figure(path, fig)

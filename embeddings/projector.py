@@ -6,7 +6,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from classification.fileio import atomic_path, write_csv, write_text
+from classification.fileio import atomic_path, write_csv, write_figure, write_text
 from embeddings.index import EmbeddingIndex
 
 MAX_POINTS = 100_000  # the projector itself struggles beyond this; a seeded sample is exported
@@ -56,7 +56,4 @@ def scatter_png(vectors: np.ndarray, labels: np.ndarray, path: str | Path) -> No
     if len(names) <= 20:
         ax.legend(markerscale=3, fontsize=8, loc="best")
     ax.set_title(f"{len(vectors)} embeddings, first two principal components")
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(path, fig)
