@@ -15,7 +15,6 @@ only here and only once tracking starts, so `import autolabel` stays fast.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -25,8 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.tracking_store import _env, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
-from classification.errors import first_line
+from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
 
 _logger = logging.getLogger(__name__)
 
@@ -85,7 +83,7 @@ def finite(values: dict) -> dict[str, float]:
     return clean
 
 
-class MlflowTracker:
+class MlflowTracker(WarnOnce):
     """Trial callback (`__call__(record, labeler)`) and epoch callback (`on_epoch(record)`) for
     `PseudoLabeler`; put it after `RunWriter` so records carry the audit and the trial CSV exists.
 
@@ -108,21 +106,21 @@ class MlflowTracker:
     def start(self, config: dict, params: dict | None = None) -> "MlflowTracker":
         """Open the parent run (`params` add to or override the config's); on failure warn once, stay off."""
         self.active = True
-        self._safely(self._start, config, params or {})
+        self.safely(self._start, config, params or {})
         return self
 
     def on_epoch(self, record: dict) -> None:
-        self._safely(self._epoch, record)
+        self.safely(self._epoch, record)
 
     def __call__(self, record: dict, labeler) -> None:
-        self._safely(self._trial, record, labeler)
+        self.safely(self._trial, record, labeler)
 
     def finish(self, labeler, out_dir: str | Path | None = None) -> None:
-        self._safely(self._finish, labeler, Path(out_dir or self.out))
+        self.safely(self._finish, labeler, Path(out_dir or self.out))
 
     def fail(self, status: str = "FAILED") -> None:
         """The loop raised (FAILED) or was interrupted (KILLED): close every open run so."""
-        self._safely(self._close, status)
+        self.safely(self._close, status)
 
     def describe(self) -> str | None:
         """Where the run went, for the CLI's last line; None when tracking is off."""
@@ -134,22 +132,8 @@ class MlflowTracker:
                 "view with `autolabel ui`")
 
     # -- the work ------------------------------------------------------------------------
-    def _safely(self, fn, *args) -> None:
-        if not self.active:
-            return
-        try:
-            fn(*args)
-        except Exception as e:  # any MLflow, network or store error: never the loop's problem
-            self.active = False
-            _logger.warning("MLflow tracking is off for the rest of this run: %s", first_line(e))
-            self._abandon()
-
-    def _abandon(self) -> None:
-        """Best effort: mark the parent FAILED so it does not look RUNNING forever."""
-        if self.client is None or self.run_id is None:
-            return
-        with contextlib.suppress(Exception), _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
-            self.client.set_terminated(self.run_id, "FAILED")
+    def open_runs(self) -> list[str]:
+        return [self.run_id] if self.run_id else []
 
     def _start(self, config: dict, params: dict) -> None:
         probe(self.tracking_uri)

@@ -3,9 +3,12 @@ a fast probe of a server, the experiment and its artifact location, UI links."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 from pathlib import Path
+
+from classification.errors import first_line
 
 PROBE_TIMEOUT = 3.0     # seconds to wait on a server's /health before giving up on it
 
@@ -65,3 +68,34 @@ def _env(**values: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+class WarnOnce:
+    """The rule every tracker follows: the first MLflow error (server down, store unreadable, ...)
+    is one warning, tracking is off from then on and the command carries on; the runs it had
+    open are marked FAILED, best effort, so they do not look RUNNING forever."""
+
+    active: bool = False
+    client = None
+
+    def safely(self, fn, *args) -> None:
+        if not self.active:
+            return
+        try:
+            fn(*args)
+        except Exception as e:  # any MLflow, network or store error: never the command's problem
+            self.active = False
+            logging.getLogger(type(self).__module__).warning(
+                "MLflow tracking is off for the rest of this run: %s", first_line(e))
+            self._abandon()
+
+    def open_runs(self) -> list[str]:
+        """The runs to mark FAILED when tracking gives up."""
+        return []
+
+    def _abandon(self) -> None:
+        if self.client is None:
+            return
+        with contextlib.suppress(Exception), _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+            for run_id in reversed(self.open_runs()):
+                self.client.set_terminated(run_id, "FAILED")

@@ -17,7 +17,6 @@ MLflow error is one warning, after which tracking is off and the command carries
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -25,8 +24,7 @@ from pathlib import Path
 
 from autolabel.tracking import (DEFAULT_EXPERIMENT, HTTP_DEFAULTS, METRIC_BATCH, PARAM_BATCH, finite, flatten,
                                 short_params, trial_metrics)
-from autolabel.tracking_store import _env, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
-from classification.errors import first_line
+from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
 
 _logger = logging.getLogger(__name__)
 
@@ -46,7 +44,7 @@ def tracking_choice(mlflow: bool | None, uri: str | None, experiment: str | None
             "experiment": experiment or root.get("experiment") or DEFAULT_EXPERIMENT}
 
 
-class SafeRuns:
+class SafeRuns(WarnOnce):
     """An MlflowClient behind one rule: the first error warns once and turns tracking off."""
 
     def __init__(self, tracking: dict):
@@ -54,16 +52,6 @@ class SafeRuns:
         self.experiment = tracking.get("experiment") or DEFAULT_EXPERIMENT
         self.active, self.client, self.experiment_id, self.run_id = True, None, None, None
         self._open: list[str] = []
-
-    def safely(self, fn, *args) -> None:
-        if not self.active:
-            return
-        try:
-            fn(*args)
-        except Exception as e:  # any MLflow, network or store error: never the command's problem
-            self.active = False
-            _logger.warning("MLflow tracking is off for the rest of this run: %s", first_line(e))
-            self._abandon()
 
     def describe(self) -> str | None:
         """Where the (parent) run went, for the CLI's last line; None when tracking is off."""
@@ -130,13 +118,11 @@ class SafeRuns:
         self.client = MlflowClient(self.tracking_uri)
         self.experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
 
+    def open_runs(self) -> list[str]:
+        return list(self._open)
+
     def _abandon(self) -> None:
-        """Best effort: mark open runs FAILED so they do not look RUNNING forever."""
-        if self.client is None:
-            return
-        with contextlib.suppress(Exception), _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
-            for run_id in reversed(self._open):
-                self.client.set_terminated(run_id, "FAILED")
+        super()._abandon()
         self._open.clear()
 
 
