@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
+from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -121,15 +121,6 @@ class MlflowTracker(WarnOnce):
     def fail(self, status: str = "FAILED") -> None:
         """The loop raised (FAILED) or was interrupted (KILLED): close every open run so."""
         self.safely(self._close, status)
-
-    def describe(self) -> str | None:
-        """Where the run went, for the CLI's last line; None when tracking is off."""
-        if not self.run_id or not self.active:
-            return None
-        if is_http(self.tracking_uri):
-            return f"tracked in MLflow: {runs_url(self.tracking_uri, self.experiment_id, self.run_id)}"
-        return (f"tracked in MLflow: {self.tracking_uri}, experiment {self.experiment}, run {self.run_id}; "
-                "view with `autolabel ui`")
 
     # -- the work ------------------------------------------------------------------------
     def open_runs(self) -> list[str]:

@@ -76,7 +76,16 @@ class WarnOnce:
     open are marked FAILED, best effort, so they do not look RUNNING forever."""
 
     active: bool = False
-    client = None
+    client = tracking_uri = experiment = experiment_id = run_id = None
+
+    def describe(self) -> str | None:
+        """Where the (parent) run went, for the CLI's last line; None when tracking is off."""
+        if not self.run_id or not self.active:
+            return None
+        if is_http(self.tracking_uri):
+            return f"tracked in MLflow: {runs_url(self.tracking_uri, self.experiment_id, self.run_id)}"
+        return (f"tracked in MLflow: {self.tracking_uri}, experiment {self.experiment}, run {self.run_id}; "
+                "view with `autolabel ui`")
 
     def safely(self, fn, *args) -> None:
         if not self.active:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from autolabel.tracking import (DEFAULT_EXPERIMENT, HTTP_DEFAULTS, METRIC_BATCH, PARAM_BATCH, finite, flatten,
                                 short_params, trial_metrics)
-from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
+from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -52,15 +52,6 @@ class SafeRuns(WarnOnce):
         self.experiment = tracking.get("experiment") or DEFAULT_EXPERIMENT
         self.active, self.client, self.experiment_id, self.run_id = True, None, None, None
         self._open: list[str] = []
-
-    def describe(self) -> str | None:
-        """Where the (parent) run went, for the CLI's last line; None when tracking is off."""
-        if not self.run_id or not self.active:
-            return None
-        if is_http(self.tracking_uri):
-            return f"tracked in MLflow: {runs_url(self.tracking_uri, self.experiment_id, self.run_id)}"
-        return (f"tracked in MLflow: {self.tracking_uri}, experiment {self.experiment}, run {self.run_id}; "
-                "view with `autolabel ui`")
 
     def open_run(self, name: str, params: dict, tags: dict | None = None, parent: str | None = None) -> str:
         if self.client is None:
