@@ -17,22 +17,19 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import time
 from pathlib import Path
 
 import yaml
 
-from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri
+from autolabel.tracking_store import WarnOnce, resolve_tracking_uri
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "autolabel"
 PARAM_BATCH, METRIC_BATCH, PARAM_VALUE_MAX = 100, 1000, 6000  # MLflow's log_batch limits
 FLUSH_SECONDS = 5.0     # epoch metrics go out in batches, at least this often (long fine-tuning epochs)
-# A server that dies mid-run must cost seconds, not MLflow's default 7 retries x 120 s timeouts.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 PICTURES = ("confusion_matrix.png", "gallery.png", "thresholds.png")
 
 
@@ -127,14 +124,7 @@ class MlflowTracker(WarnOnce):
         return [self.run_id] if self.run_id else []
 
     def _start(self, config: dict, params: dict) -> None:
-        probe(self.tracking_uri)
-        if is_http(self.tracking_uri):
-            for key, value in HTTP_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
+        self.connect()
         run = self.client.create_run(self.experiment_id, run_name=self.run_name,
                                      tags={"mlflow.source.name": "autolabel", "mlflow.source.type": "LOCAL",
                                            "autolabel.out": str(self.out.resolve())})

@@ -10,6 +10,8 @@ from pathlib import Path
 
 from classification.errors import first_line
 
+# A server that dies mid-run must cost seconds, not MLflow's default 7 retries x 120 s timeouts.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 PROBE_TIMEOUT = 3.0     # seconds to wait on a server's /health before giving up on it
 
 
@@ -97,6 +99,17 @@ class WarnOnce:
             logging.getLogger(type(self).__module__).warning(
                 "MLflow tracking is off for the rest of this run: %s", first_line(e))
             self._abandon()
+
+    def connect(self) -> None:
+        """Fail fast on a dead server, bound MLflow's HTTP retries, then open the experiment."""
+        probe(self.tracking_uri)
+        if is_http(self.tracking_uri):
+            for key, value in HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        from mlflow import MlflowClient
+
+        self.client = MlflowClient(self.tracking_uri)
+        self.experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
 
     def open_runs(self) -> list[str]:
         """The runs to mark FAILED when tracking gives up."""

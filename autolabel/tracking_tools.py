@@ -18,13 +18,12 @@ MLflow error is one warning, after which tracking is off and the command carries
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
-from autolabel.tracking import (DEFAULT_EXPERIMENT, HTTP_DEFAULTS, METRIC_BATCH, PARAM_BATCH, finite, flatten,
+from autolabel.tracking import (DEFAULT_EXPERIMENT, METRIC_BATCH, PARAM_BATCH, finite, flatten,
                                 short_params, trial_metrics)
-from autolabel.tracking_store import WarnOnce, ensure_experiment, is_http, probe, resolve_tracking_uri
+from autolabel.tracking_store import WarnOnce, resolve_tracking_uri
 
 _logger = logging.getLogger(__name__)
 
@@ -55,7 +54,7 @@ class SafeRuns(WarnOnce):
 
     def open_run(self, name: str, params: dict, tags: dict | None = None, parent: str | None = None) -> str:
         if self.client is None:
-            self._connect()
+            self.connect()
         tags = {"mlflow.source.name": "autolabel", "mlflow.source.type": "LOCAL", **(tags or {})}
         if parent:
             tags["mlflow.parentRunId"] = parent
@@ -98,16 +97,6 @@ class SafeRuns(WarnOnce):
         metrics = [Metric(k, v, now, step) for k, v, step in points]
         for i in range(0, len(metrics), METRIC_BATCH):
             self.client.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
-
-    def _connect(self) -> None:
-        probe(self.tracking_uri)
-        if is_http(self.tracking_uri):
-            for key, value in HTTP_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
 
     def open_runs(self) -> list[str]:
         return list(self._open)
