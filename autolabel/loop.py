@@ -27,7 +27,7 @@ from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
 from classification.engine import FitResult, fit
-from classification.inference import predict
+from classification.inference import CHUNK_ROWS, predict
 from embeddings.features import Embedder
 from embeddings.ood import KnnOOD
 
@@ -123,10 +123,14 @@ class PseudoLabeler:
                          batch_size=t.batch_size, workers=t.workers, progress=self.progress)
         ref = embed(self.labeled_)
         crash_point("extract", 0)
-        pool = embed(self.unlabeled_)
         self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok])
-        self.ood_score_[pool.ok] = self.ood_.score(pool.feats[pool.ok])
-        self.ood_refused_ = pool.ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
+        ok = np.zeros(n, bool)
+        for start in range(0, n, CHUNK_ROWS):  # one chunk of the pool's features in memory at a time
+            rows = np.arange(start, min(start + CHUNK_ROWS, n))
+            pool = embed(self.unlabeled_.subset(rows))
+            ok[rows] = pool.ok
+            self.ood_score_[rows[pool.ok]] = self.ood_.score(pool.feats[pool.ok])
+        self.ood_refused_ = ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
         _logger.info("out-of-class guard: %d of %d pool images refused (threshold %.4f, k=%d)",
                      int(self.ood_refused_.sum()), n, self.ood_.threshold_, self.ood_.k_)
 

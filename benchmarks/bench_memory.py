@@ -10,14 +10,12 @@ a per-class colour; generating them is setup and is not measured). Two numbers p
     /proc/<pid>/smaps_rollup every 0.2 s (shared pages split between processes, so the sum is fair).
 
 What the pool costs by design: decoding and the backbone stream over batches (DataLoader ->
-ONNX Runtime, cache shards flushed every 1,024 rows), but nothing after that streams. The loop keeps
-the pool's eval features (N, 1280) float32 = 5 KB per image (512 MB at 100k), and the feature
-cache's in-memory table holds its own copy. Every accepted pseudo-label then costs about 70 KB
-more in the final fit (head.training_views' (1 + n_views, N, 1280) array and the augmented views,
-the cache's copy of those, and the L-BFGS batch of all views): measured 72 KB per extra image at
-2,000 -> 4,000 images, where 96 % of this easy pool was accepted. That projects to ~8 GB at 100k,
-so expect the 100k case to FAIL the target below until those arrays are streamed or kept in
-float16. (Time: ~25 s per 1,000 images here, 1 thread, mostly the strong views; ~45 min for 100k.)
+ONNX Runtime, cache shards flushed every 1,024 rows); prediction and the out-of-class guard take
+the pool 4,096 images at a time; the disk cache keeps only its key index in memory; and the final
+fit's 1 + n_views views per image live in a float16 file (`classification.views.ViewStore`) that
+full-batch L-BFGS reads back one 64 MB block at a time. What still grows with the pool: per-image
+bookkeeping (paths, hashes, labels, confidences, the cache's key index) and its probabilities.
+(Time: ~25 s per 1,000 images here, 1 thread, mostly the strong views; ~45 min for 100k.)
 
 Target (largest vs smallest size): peak <= 1.5x the smallest size's peak, and <= 4 GB.
 

@@ -21,36 +21,59 @@ from classification.losses import create_loss
 from classification.metrics import no_validation, scores
 from classification.models import classifier_module
 from classification.trainer import create_optimizer, run_stage
+from classification.views import ViewStore
+
+EXTRACT_ROWS = 4096  # images whose features are extracted together into the view store
 
 
 def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: np.ndarray,
-                   cache: FeatureCache, device: str, progress: bool):
-    """Features (1 + V, N, D) of every image, how many of its views are distinct (N,), its ok
-    mask, and the skipped files. Images without augmented views repeat the eval view."""
+                   cache: FeatureCache, device: str, progress: bool) -> tuple[ViewStore, np.ndarray, list]:
+    """Every image's 1 + V views in a `ViewStore` (images without augmented views repeat the eval
+    view), its ok mask, and the skipped files. Extracted EXTRACT_ROWS images at a time, so only
+    one chunk of float32 features is in memory at once."""
     common = dict(runtime=cfg.runtime, device=device, batch_size=cfg.batch_size, workers=cfg.workers,
                   n_ops=cfg.n_ops, progress=progress, tail_blocks=cfg.tail_blocks)
-    base = extract_features(model, images, data_cfg, cache, kind="eval", **common)
-    feats = np.repeat(base.feats[:1], 1 + cfg.n_views, axis=0)
-    distinct = np.ones(len(images), np.int64)
-    ok = base.ok.copy()
     weak = ~strong if cfg.augment_human else np.zeros_like(strong)
-    for kind, mask in (("weak", weak), ("strong", strong)):
-        idx = np.flatnonzero(mask & ok)
-        if cfg.n_views and len(idx):
-            aug = extract_features(model, images.subset(idx), data_cfg, cache, kind=kind,
-                                   n_views=cfg.n_views, **common)
-            feats[1:, idx] = aug.feats
-            distinct[idx] = 1 + cfg.n_views
-            ok[idx] &= aug.ok
-    return feats, distinct, ok, base.skipped
+    store, ok, skipped = None, np.ones(len(images), bool), []
+    for start in range(0, len(images), EXTRACT_ROWS):
+        rows = np.arange(start, min(start + EXTRACT_ROWS, len(images)))
+        chunk = images.subset(rows)
+        base = extract_features(model, chunk, data_cfg, cache, kind="eval", **common)
+        skipped += base.skipped
+        ok[rows] = base.ok
+        if base.feats.shape[-1] == 0:  # nothing in this chunk could be decoded
+            continue
+        if store is None:
+            store = ViewStore(len(images), 1 + cfg.n_views, base.feats.shape[-1], folder=cache.root)
+        block = np.repeat(base.feats[0][:, None], 1 + cfg.n_views, axis=1)
+        for kind, mask in (("weak", weak[rows]), ("strong", strong[rows])):
+            idx = np.flatnonzero(mask & base.ok)
+            if cfg.n_views and len(idx):
+                aug = extract_features(model, chunk.subset(idx), data_cfg, cache, kind=kind,
+                                       n_views=cfg.n_views, **common)
+                block[idx, 1:] = aug.feats.transpose(1, 0, 2)
+                store.distinct[rows[idx]] = 1 + cfg.n_views
+                ok[rows[idx]] &= aug.ok
+        store.write(start, block)
+    if store is None:
+        store = ViewStore(len(images), 1 + cfg.n_views, 0, folder=cache.root)
+    return store, ok, skipped
 
 
 def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, cache: FeatureCache,
              strong, sample_weight, device, progress, on_epoch):
     n_tr = len(train)
     strong_all = np.concatenate([strong, np.zeros(len(val), bool)])
-    x, distinct, ok, skipped = training_views(model, cfg, data_cfg, train.concat(val), strong_all,
-                                              cache, device, progress)
+    views, ok, skipped = training_views(model, cfg, data_cfg, train.concat(val), strong_all, cache,
+                                        device, progress)
+    with views:
+        history, best = _fit_views(model, cfg, data_cfg, views, ok, n_tr, train, val, sample_weight,
+                                   progress, on_epoch)
+    return history, best, skipped
+
+
+def _fit_views(model, cfg, data_cfg, views: ViewStore, ok, n_tr, train, val, sample_weight, progress,
+               on_epoch):
     y = np.concatenate([train.labels, val.labels])
     w = np.concatenate([sample_weight, np.ones(len(val), np.float32)])
     tr = np.flatnonzero(ok[:n_tr])
@@ -60,19 +83,17 @@ def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, 
     if cfg.tail_blocks:
         from classification.tail import fit_tail
 
-        history, best = fit_tail(model, cfg, data_cfg, (x, distinct), y, w, tr, va, len(train.classes),
-                                 progress, on_epoch)
-        return history, best, skipped
+        return fit_tail(model, cfg, data_cfg, views, y, w, tr, va, len(train.classes), progress, on_epoch)
     head = classifier_module(model)
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
     gen = torch.Generator().manual_seed(cfg.seed)
-    evaluate = make_feature_evaluator(head, x[0, va], y[va], loss_fn, len(train.classes))
+    evaluate = make_feature_evaluator(head, views.take(np.zeros(len(va), np.int64), va), y[va], loss_fn,
+                                      len(train.classes))
     history: list[dict] = []
     init = {k: v.clone() for k, v in head.state_dict().items()}
     name = cfg.resolved_optimizer("head")
     make_epoch = _lbfgs_epoch_fn if name == "lbfgs" else _epoch_fn
     opt = _optimizer(head, cfg, name)
-    views = (x, distinct)
     best = run_stage(head, make_epoch(head, opt, loss_fn, views, y, w, tr, cfg, gen), evaluate,
                      opt, cfg.epochs, cfg, "head", history, on_epoch, progress)
     if cfg.refit and len(va) and best["epoch"] >= 0:
@@ -81,7 +102,7 @@ def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, 
         train_epoch = make_epoch(head, opt, loss_fn, views, y, w, np.concatenate([tr, va]), cfg, gen)
         for epoch in range(best["epoch"] + 1):
             train_epoch(epoch)
-    return history, best, skipped
+    return history, best
 
 
 def _optimizer(head, cfg: TrainConfig, name: str):
@@ -89,57 +110,60 @@ def _optimizer(head, cfg: TrainConfig, name: str):
     return create_optimizer(name, [{"params": head.parameters(), "lr": lr}], cfg.weight_decay)
 
 
-def _lbfgs_epoch_fn(head, opt, loss_fn, views, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
+def _lbfgs_epoch_fn(head, opt, loss_fn, views: ViewStore, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
                     cfg: TrainConfig, gen: torch.Generator):
     """One epoch = one L-BFGS step (20 iterations) on the distinct views of every image in `rows`,
     each view weighted 1/(its image's view count), with an L2 penalty on the weights: the convex
-    problem a logistic regression solves."""
-    x, distinct = views
-    pick = [(v, r) for r in rows for v in range(distinct[r])]
-    v_idx, r_idx = np.array([p[0] for p in pick]), np.array([p[1] for p in pick])
-    xs = torch.from_numpy(np.ascontiguousarray(x[v_idx, r_idx]))
-    ys = torch.from_numpy(y[r_idx])
-    ws = torch.from_numpy((w[r_idx] / distinct[r_idx]).astype(np.float32))
+    problem a logistic regression solves. The loss and its gradient are summed one block of the
+    store at a time."""
+    y_t = torch.from_numpy(y)
+    w_view = torch.from_numpy((w / views.distinct).astype(np.float32))
+    total_w = float((w_view[rows] * torch.from_numpy(views.distinct[rows])).sum())
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
 
     def closure():
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(head(xs), ys, ws) + 0.5 * cfg.l2 * sum((p ** 2).sum() for p in weights)
+        loss = 0.5 * cfg.l2 * sum((p ** 2).sum() for p in weights)
         loss.backward()
-        return loss
+        total = float(loss.detach())
+        for xs, r in views.blocks(rows):
+            r = torch.from_numpy(r)
+            part = loss_fn(head(xs), y_t[r], w_view[r]) * (float(w_view[r].sum()) / max(total_w, 1e-12))
+            part.backward()
+            total += float(part.detach())
+        return torch.tensor(total)
 
     def train_epoch(epoch: int) -> float:
         head.train()
-        return float(opt.step(closure).detach())
+        return float(opt.step(closure))
 
     return train_epoch
 
 
-def _epoch_fn(head, opt, loss_fn, views, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
+def _epoch_fn(head, opt, loss_fn, views: ViewStore, y: np.ndarray, w: np.ndarray, rows: np.ndarray,
               cfg: TrainConfig, gen: torch.Generator):
-    """One epoch over `rows`: a random cached view per image, shuffled minibatches."""
-    x = views[0]
-    xs, ys, ws = torch.from_numpy(x[:, rows]), torch.from_numpy(y[rows]), torch.from_numpy(w[rows])
+    """One epoch over `rows`: a random distinct view per image, shuffled minibatches."""
+    ys, ws = torch.from_numpy(y), torch.from_numpy(w)
 
     def train_epoch(epoch: int) -> float:
         head.train()
-        views = torch.randint(0, xs.shape[0], (xs.shape[1],), generator=gen)
-        order = torch.randperm(xs.shape[1], generator=gen)
+        order = rows[torch.randperm(len(rows), generator=gen).numpy()]
+        pick = (torch.rand(len(order), generator=gen).numpy() * views.distinct[order]).astype(np.int64)
         total = 0.0
         for start in range(0, len(order), cfg.batch_size):
-            b = order[start:start + cfg.batch_size]
-            loss = loss_fn(head(xs[views[b], b]), ys[b], ws[b])
+            b, v = order[start:start + cfg.batch_size], pick[start:start + cfg.batch_size]
+            loss = loss_fn(head(views.take(v, b)), ys[b], ws[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
-        return total / len(order)
+        return total / max(len(order), 1)
 
     return train_epoch
 
 
-def make_feature_evaluator(head, x_va: np.ndarray, y_va: np.ndarray, loss_fn, n_classes: int):
-    xv, yv = torch.from_numpy(np.ascontiguousarray(x_va)), torch.from_numpy(y_va)
+def make_feature_evaluator(head, x_va, y_va: np.ndarray, loss_fn, n_classes: int):
+    xv, yv = torch.as_tensor(np.ascontiguousarray(x_va, np.float32)), torch.from_numpy(y_va)
 
     @torch.no_grad()
     def evaluate() -> dict:

@@ -22,6 +22,7 @@ from classification.transforms import DataConfig, create_transform, transform_id
 _logger = logging.getLogger(__name__)
 
 FLUSH_ROWS = 1024  # write cache shards this often, so an interrupted run keeps most of its work
+CHUNK_ROWS = 4096  # predict() holds this many images' features at once
 
 
 @dataclass
@@ -34,9 +35,8 @@ class Features:
 
 @dataclass
 class Prediction:
-    """probs: (N, C), mean over views; feats: (V, N, D); ok: (N,) decodable."""
+    """probs: (N, C), mean over views; ok: (N,) decodable."""
     probs: np.ndarray
-    feats: np.ndarray
     ok: np.ndarray
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
@@ -145,12 +145,21 @@ def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, 
 
 def predict(model: nn.Module, images: ImageSet, data_cfg: DataConfig, cache: FeatureCache,
             kind: str = "eval", n_views: int = 1, **kwargs) -> Prediction:
-    """Class probabilities for every image: the mean over `n_views` views of transform `kind`."""
-    f = extract_features(model, images, data_cfg, cache, kind=kind, n_views=n_views, **kwargs)
+    """Class probabilities for every image: the mean over `n_views` views of transform `kind`.
+    The pool is taken CHUNK_ROWS images at a time, so only one chunk's features are in memory."""
     tail = kwargs.get("tail_blocks", 0)
-    probs = (head_probs(model, f.feats, tail_blocks=tail, size=data_cfg.size).mean(axis=0)
-             if f.feats.shape[-1] else np.zeros((len(images), 0)))
-    return Prediction(probs, f.feats, f.ok, f.skipped)
+    probs, ok, skipped = None, np.ones(len(images), bool), []
+    for start in range(0, len(images), CHUNK_ROWS):
+        rows = np.arange(start, min(start + CHUNK_ROWS, len(images)))
+        f = extract_features(model, images.subset(rows), data_cfg, cache, kind=kind, n_views=n_views, **kwargs)
+        ok[rows], skipped = f.ok, skipped + f.skipped
+        if not f.feats.shape[-1]:
+            continue
+        p = head_probs(model, f.feats, tail_blocks=tail, size=data_cfg.size).mean(axis=0)
+        if probs is None:
+            probs = np.zeros((len(images), p.shape[1]), np.float32)
+        probs[rows] = p
+    return Prediction(probs if probs is not None else np.zeros((len(images), 0), np.float32), ok, skipped)
 
 
 def _progress(iterable, enabled: bool, desc: str):

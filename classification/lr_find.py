@@ -73,16 +73,18 @@ def lr_find(cfg: TrainConfig, images: ImageSet, cache: FeatureCache, start: floa
     model = create_classifier(cfg.model, len(images.classes), cfg.weights, cfg.head, cfg.hidden)
     data_cfg = data_config(model, cfg.img_size)
     strong = np.zeros(len(images), bool)
-    x, distinct, ok, skipped = training_views(model, cfg, data_cfg, images, strong, cache, device, progress)
+    views, ok, skipped = training_views(model, cfg, data_cfg, images, strong, cache, device, progress)
     rows = np.flatnonzero(ok)
     if len(rows) == 0:
+        views.close()
         raise InputError("none of the images could be decoded")
     name = cfg.resolved_optimizer("head")
     name = "adamw" if name == "lbfgs" else name
     head = classifier_module(model)
     opt = create_optimizer(name, [{"params": head.parameters(), "lr": start}], cfg.weight_decay)
-    lrs, raw = _sweep(head, opt, create_loss(cfg.loss, cfg.label_smoothing), (x, distinct, rows),
-                      images.labels, np.geomspace(start, end, steps), cfg, beta, diverge)
+    with views:
+        lrs, raw = _sweep(head, opt, create_loss(cfg.loss, cfg.label_smoothing), (views, rows),
+                          images.labels, np.geomspace(start, end, steps), cfg, beta, diverge)
     losses = smooth(smooth(raw, beta)[::-1], beta)[::-1]  # forward and back: no lag
     suggested = suggest_lr(lrs, losses)
     _logger.info("lr-find: %d of %d steps, suggested lr %.2e (%s)", len(lrs), steps, suggested, name)
@@ -102,7 +104,7 @@ def _sweep(head, opt, loss_fn, data, labels: np.ndarray, schedule: np.ndarray, c
            beta: float, diverge: float) -> tuple[np.ndarray, np.ndarray]:
     """Train one minibatch per scheduled LR; return the LRs run and their raw losses. Each loss
     is the minibatch's before its own step, so it reflects the LRs before it (as in fastai)."""
-    x, distinct, rows = data
+    views, rows = data
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = _minibatches(rows, cfg.batch_size, gen)
     avg, best, lrs, raw = 0.0, float("inf"), [], []
@@ -111,9 +113,8 @@ def _sweep(head, opt, loss_fn, data, labels: np.ndarray, schedule: np.ndarray, c
         for group in opt.param_groups:
             group["lr"] = float(lr)
         b = next(batches)
-        views = (torch.rand(len(b), generator=gen).numpy() * distinct[b]).astype(np.int64)
-        xb = torch.from_numpy(np.ascontiguousarray(x[views, b]))
-        loss = loss_fn(head(xb), torch.from_numpy(labels[b]))
+        slots = (torch.rand(len(b), generator=gen).numpy() * views.distinct[b]).astype(np.int64)
+        loss = loss_fn(head(views.take(slots, b)), torch.from_numpy(labels[b]))
         if not torch.isfinite(loss):
             break
         opt.zero_grad(set_to_none=True)

@@ -22,12 +22,13 @@ from classification.losses import create_loss
 from classification.metrics import no_validation, scores
 from classification.models import classifier_module, split_model
 from classification.trainer import create_optimizer, run_stage
+from classification.views import ViewStore
 
 
 def fit_tail(model, cfg: TrainConfig, data_cfg, views, y: np.ndarray, w: np.ndarray, tr: np.ndarray,
              va: np.ndarray, n_classes: int, progress: bool, on_epoch):
-    """Train tail + head on cached maps `views = (x (1+V, N, D) float16, distinct (N,))`."""
-    x, distinct = views
+    """Train tail + head on the cached maps in `views` (a ViewStore of flattened float16 maps)."""
+    distinct = views.distinct
     shape = map_shape(model, data_cfg.size, cfg.tail_blocks)
     tail, head = split_model(model, cfg.tail_blocks)[1], classifier_module(model)
     net = torch.nn.Sequential(tail, head)
@@ -39,7 +40,7 @@ def fit_tail(model, cfg: TrainConfig, data_cfg, views, y: np.ndarray, w: np.ndar
     ys, ws = torch.from_numpy(y), torch.from_numpy(w)
 
     def batch(v_idx: np.ndarray, r_idx: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(x[v_idx, r_idx].astype(np.float32)).reshape(-1, *shape)
+        return views.take(v_idx, r_idx).reshape(-1, *shape)
 
     def train_epoch(epoch: int) -> float:
         net.eval()  # frozen BatchNorm statistics; there is no dropout in the tail
@@ -81,12 +82,11 @@ def _fit_head_first(tail, head, cfg, views, batch, y, w, tr, va, n_classes, hist
     """Stage 1: the head alone by L-BFGS on the eval view's pooled features (see the docstring)."""
     from classification.head import _lbfgs_epoch_fn, make_feature_evaluator
 
-    x, _ = views
-    rows = np.arange(x.shape[1])
+    rows = np.arange(views.n)
     pooled = _pooled(tail, batch, rows)
-    feats = pooled[None]
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
     opt = create_optimizer("lbfgs", [{"params": head.parameters(), "lr": 1.0}], cfg.weight_decay)
-    epoch = _lbfgs_epoch_fn(head, opt, loss_fn, (feats, np.ones(len(rows), np.int64)), y, w, tr, cfg, None)
     evaluate = make_feature_evaluator(head, pooled[va], y[va], loss_fn, n_classes)
-    run_stage(head, epoch, evaluate, opt, cfg.epochs, cfg, "head", history, on_epoch, progress)
+    with ViewStore.from_array(pooled[None], dtype=np.float32) as store:
+        epoch = _lbfgs_epoch_fn(head, opt, loss_fn, store, y, w, tr, cfg, None)
+        run_stage(head, epoch, evaluate, opt, cfg.epochs, cfg, "head", history, on_epoch, progress)

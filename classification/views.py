@@ -1,0 +1,86 @@
+"""`ViewStore`: head mode's training views, (N, 1 + V, D) float16 in an unnamed temporary file.
+
+A fit over a large pool would otherwise hold every view of every image in memory (1 + V vectors of
+D floats per image). The store is written one block of images at a time and read back one block
+at a time (full-batch L-BFGS) or a row at a time (minibatches), with plain file reads, so a fit
+holds one block in memory whatever the pool's size. The file has no name and disappears with the
+process, however it ends.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+BLOCK_BYTES = 64 << 20  # a read block: bounds the features held in memory at once
+
+
+class ViewStore:
+    """Views of N images: `distinct[r]` of image r's 1 + V slots are different views (the rest
+    repeat its eval view)."""
+
+    def __init__(self, n: int, n_slots: int, dim: int, dtype=np.float16, folder: str | Path | None = None):
+        self.n, self.n_slots, self.dim, self.dtype = n, n_slots, dim, np.dtype(dtype)
+        self.distinct = np.ones(n, np.int64)
+        self._row_bytes = n_slots * dim * self.dtype.itemsize
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        self._file = tempfile.TemporaryFile(dir=folder)
+        self._file.truncate(n * self._row_bytes)
+        self.block_rows = max(1, BLOCK_BYTES // max(self._row_bytes, 1))
+
+    @classmethod
+    def from_array(cls, x: np.ndarray, distinct: np.ndarray | None = None, **kwargs) -> "ViewStore":
+        """A store of the views x (1 + V, N, D)."""
+        store = cls(x.shape[1], x.shape[0], x.shape[2], **kwargs)
+        store.write(0, x.transpose(1, 0, 2))
+        if distinct is not None:
+            store.distinct[:] = distinct
+        return store
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "ViewStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def write(self, start: int, block: np.ndarray) -> None:
+        """Rows start.. of the store: block (rows, 1 + V, D)."""
+        assert block.shape[1:] == (self.n_slots, self.dim), (block.shape, self.n_slots, self.dim)
+        data = np.ascontiguousarray(block, self.dtype).tobytes()
+        written = os.pwrite(self._file.fileno(), data, start * self._row_bytes)
+        assert written == len(data), (written, len(data))
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows start..stop as (rows, 1 + V, D)."""
+        data = os.pread(self._file.fileno(), (stop - start) * self._row_bytes, start * self._row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(stop - start, self.n_slots, self.dim)
+
+    def take(self, slots: np.ndarray, rows: np.ndarray) -> torch.Tensor:
+        """View slots[i] of image rows[i], as float32 (len(rows), D)."""
+        width = self.dim * self.dtype.itemsize
+        fd = self._file.fileno()
+        data = b"".join(os.pread(fd, width, int(r) * self._row_bytes + int(s) * width)
+                        for s, r in zip(slots, rows))
+        return torch.from_numpy(np.frombuffer(data, self.dtype).astype(np.float32).reshape(len(rows), self.dim))
+
+    def blocks(self, rows: np.ndarray):
+        """Every distinct view of the images `rows`, one block of the file at a time: yields
+        (feats float32 (M, D), the image of each view (M,)). `rows` order does not matter."""
+        rows = np.unique(rows)
+        for start in range(0, self.n, self.block_rows):
+            stop = min(start + self.block_rows, self.n)
+            mine = rows[(rows >= start) & (rows < stop)]
+            if not len(mine):
+                continue
+            block = self.read(start, stop)
+            slot_ok = np.arange(self.n_slots)[None, :] < self.distinct[mine][:, None]
+            r_local, s = np.nonzero(slot_ok)
+            feats = block[mine[r_local] - start, s]
+            yield torch.from_numpy(feats.astype(np.float32)), mine[r_local]
