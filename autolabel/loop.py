@@ -23,6 +23,7 @@ from autolabel.config import LoopConfig
 from autolabel.guards import balance_cap
 from autolabel.policies import create_policy
 from autolabel.resume import crash_point, fingerprint, restore_state
+from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
@@ -64,15 +65,16 @@ class PseudoLabeler:
         """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything.
         `resume`: a run's saved state (see `autolabel.resume`); the loop continues after its last
         trial, and refuses when the images or settings are not the ones the state was saved with."""
-        self._prepare(labeled, unlabeled, test)
-        if resume is not None:
-            restore_state(self, resume)
-        else:
-            self._fit_ood_guard()
-        self._run_trials()
-        crash_point("final", self.n_trials_)
-        self.model_ = self._fit_current(None)
-        self.test_pred_ = self._test_predictions(self.model_)
+        with distributed.collective():  # under torchrun every rank runs this; rank 0 decides
+            self._prepare(labeled, unlabeled, test)
+            if resume is not None:
+                restore_state(self, resume)
+            else:
+                self._fit_ood_guard()
+            self._run_trials()
+            crash_point("final", self.n_trials_)
+            self.model_ = self._fit_current(None)
+            self.test_pred_ = self._test_predictions(self.model_)
         self.test_accuracy_ = self._accuracy(self.test_pred_)
         return self
 
@@ -123,14 +125,20 @@ class PseudoLabeler:
                          batch_size=t.batch_size, workers=t.workers, progress=self.progress)
         ref = embed(self.labeled_)
         crash_point("extract", 0)
-        self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok])
+        main = distributed.is_main()
+        self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok]) if main else None
         ok = np.zeros(n, bool)
         for start in range(0, n, CHUNK_ROWS):  # one chunk of the pool's features in memory at a time
             rows = np.arange(start, min(start + CHUNK_ROWS, n))
             pool = embed(self.unlabeled_.subset(rows))
             ok[rows] = pool.ok
-            self.ood_score_[rows[pool.ok]] = self.ood_.score(pool.feats[pool.ok])
-        self.ood_refused_ = ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
+            if main:
+                self.ood_score_[rows[pool.ok]] = self.ood_.score(pool.feats[pool.ok])
+        if main:
+            self.ood_refused_ = ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
+        self.ood_score_, self.ood_refused_ = distributed.broadcast((self.ood_score_, self.ood_refused_))
+        if not main:
+            return
         _logger.info("out-of-class guard: %d of %d pool images refused (threshold %.4f, k=%d)",
                      int(self.ood_refused_.sum()), n, self.ood_.threshold_, self.ood_.k_)
 
@@ -163,6 +171,16 @@ class PseudoLabeler:
                        batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress,
                        tail_blocks=self.train.tail_blocks)
         self.skipped_ += pred.skipped
+        test_accuracy = self._accuracy(self._test_predictions(result))
+        record = self._decide(trial, result, pred) if distributed.is_main() else None
+        if record is not None:
+            record["test_accuracy"] = test_accuracy
+        shared = distributed.broadcast((record, self.pseudo_labels_, self.confidence_, self.accepted_trial_))
+        record, self.pseudo_labels_, self.confidence_, self.accepted_trial_ = shared
+        return record
+
+    def _decide(self, trial: int, result: FitResult, pred) -> dict:
+        """Rank 0's part of a trial: thresholds, guards, the new labels and the trial's record."""
         probs = np.where(pred.ok[:, None], pred.probs, 0.0)
         conf, guess = probs.max(axis=1), probs.argmax(axis=1)
         self.policy_.update(probs)
@@ -177,7 +195,6 @@ class PseudoLabeler:
                                   "threshold": tau[guess], "ok": pred.ok}
         record = self._record(trial, result, before, accept, tau, conf, pred.skipped)
         record["refused_ood"] = int((confident & self.ood_refused_).sum())
-        record["test_accuracy"] = self._accuracy(self._test_predictions(result))
         return record
 
     def _test_predictions(self, result: FitResult) -> np.ndarray | None:

@@ -62,9 +62,11 @@ def default_workers() -> int:
 
 
 def make_loader(dataset: Dataset, batch_size: int, workers: int | None = None,
-                shuffle: bool = False, seed: int = 0) -> DataLoader:
+                shuffle: bool = False, seed: int = 0, batches: list[list[int]] | None = None) -> DataLoader:
+    """Batches in order (or shuffled with `seed`), or exactly the index lists `batches`."""
     workers = default_workers() if workers is None else workers
     gen = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      collate_fn=collate, generator=gen, persistent_workers=False,
+    sizing = ({"batch_sampler": batches} if batches is not None else
+              {"batch_size": batch_size, "shuffle": shuffle, "generator": gen})
+    return DataLoader(dataset, num_workers=workers, collate_fn=collate, persistent_workers=False, **sizing,
                       prefetch_factor=4 if workers else None)

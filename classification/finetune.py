@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import ImageSet
@@ -33,27 +34,34 @@ def fit_finetune(model: nn.Module, cfg: TrainConfig, data_cfg, train: ImageSet, 
     skipped: list[tuple[str, str]] = []
 
     def train_epoch_for(stage_offset: int):
+        net = _wrap(model, device)  # DistributedDataParallel under torchrun, else the model itself
+
         def train_epoch(epoch: int) -> float:
             model.train()
+            _freeze_batchnorm(model)
             if not any(p.requires_grad for n, p in model.named_parameters() if not _is_head(model, n)):
-                model.eval()  # stage 1: keep the frozen backbone's BatchNorm statistics
+                model.eval()  # stage 1: nothing but the head trains
                 head.train()
             loader = _train_loader(train, strong, tf, cfg, stage_offset + epoch)
-            total, count = 0.0, 0
+            total, total_w = 0.0, 0.0
             for idx, x, bad in loader:
                 skipped.extend((train.paths[i], why) for i, why in bad if epoch == 0)
-                if x is None:
-                    continue
-                x = x[:, 0].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                x = (x[:, 0] if x is not None else torch.zeros(1, 3, data_cfg.size, data_cfg.size))
+                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y, w = labels[idx].to(device), weights[idx].to(device)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
-                    loss = loss_fn(model(x).float(), y, w)
+                    logits = net(x).float()
+                # a rank with no decodable image in this batch still joins the gradient sync
+                local = loss_fn(logits, y, w) * w.sum() if len(idx) else logits.sum() * 0.0
+                batch_w, batch_loss = distributed.all_sum(float(w.sum()), float(local))
+                # the global batch's weighted mean; DDP averages the ranks' gradients, hence * world
+                loss = local * (distributed.world_size() / max(batch_w, 1e-12))
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-                total, count = total + loss.item() * len(idx), count + len(idx)
-            return total / max(count, 1)
+                total, total_w = total + batch_loss, total_w + batch_w
+            return total / max(total_w, 1e-12)
         return train_epoch
 
     evaluate = _evaluator(model, val, tf["eval"], cfg, device, loss_fn)
@@ -70,11 +78,14 @@ def fit_finetune(model: nn.Module, cfg: TrainConfig, data_cfg, train: ImageSet, 
                                cfg.weight_decay)
         best = run_stage(model, train_epoch_for(cfg.stage1_epochs), evaluate, opt, cfg.stage2_epochs,
                          cfg, "stage2", history, on_epoch, progress)
+    skipped = [s for part in distributed.gather(skipped) or [] for s in part]
     return history, best, skipped
 
 
 def _train_loader(train: ImageSet, strong: np.ndarray, tf: dict, cfg: TrainConfig, epoch: int):
-    """A loader for one epoch: weak views for human labels, strong for pseudo-labels."""
+    """A loader for one epoch: weak views for human labels, strong for pseudo-labels. The epoch's
+    permutation and batches are global; each rank takes every world_size()-th image of each batch,
+    so the union of the ranks' batches is the single-process batch."""
     parts = []
     for kind, mask in (("weak", ~strong), ("strong", strong)):
         idx = np.flatnonzero(mask)
@@ -82,7 +93,25 @@ def _train_loader(train: ImageSet, strong: np.ndarray, tf: dict, cfg: TrainConfi
             seeds = [[view_seed(train.hashes[i], epoch, cfg.seed)] for i in idx]
             parts.append(_Indexed(ImageDataset([train.paths[i] for i in idx], tf[kind], seeds), idx))
     dataset = torch.utils.data.ConcatDataset(parts)
-    return make_loader(dataset, cfg.batch_size, cfg.workers, shuffle=True, seed=cfg.seed + epoch)
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(cfg.seed + epoch)).tolist()
+    batches = [distributed.shard(order[s:s + cfg.batch_size]) for s in range(0, len(order), cfg.batch_size)]
+    return make_loader(dataset, cfg.batch_size, cfg.workers, batches=batches)
+
+
+def _wrap(model: nn.Module, device: str) -> nn.Module:
+    """DistributedDataParallel over the parameters that train now (rebuilt per stage)."""
+    if not distributed.active():
+        return model
+    ids = [torch.device(device).index] if device.startswith("cuda") else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _freeze_batchnorm(model: nn.Module) -> None:
+    """Keep the pretrained BatchNorm statistics: a few images per batch (per GPU) would make them
+    noisy, and frozen statistics make a run independent of the number of processes."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
 
 
 class _Indexed(torch.utils.data.Dataset):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import ImageSet
@@ -66,9 +67,12 @@ def fit_head(model, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet, 
     strong_all = np.concatenate([strong, np.zeros(len(val), bool)])
     views, ok, skipped = training_views(model, cfg, data_cfg, train.concat(val), strong_all, cache,
                                         device, progress)
-    with views:
-        history, best = _fit_views(model, cfg, data_cfg, views, ok, n_tr, train, val, sample_weight,
-                                   progress, on_epoch)
+    with views:  # under torchrun every rank helped extract, but rank 0 alone trains the head
+        fitted = (_fit_views(model, cfg, data_cfg, views, ok, n_tr, train, val, sample_weight, progress,
+                             on_epoch) if distributed.is_main() or not distributed.active() else None)
+    trainable = classifier_module(model) if not cfg.tail_blocks else model
+    history, best, state = distributed.broadcast(fitted and (*fitted, trainable.state_dict()))
+    trainable.load_state_dict(state)
     return history, best, skipped
 
 

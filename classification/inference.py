@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from classification import distributed
 from classification.cache import FeatureCache, namespace
 from classification.data import ImageSet
 from classification.datasets import ImageDataset, make_loader, view_seed
@@ -65,12 +66,41 @@ def extract_features(model: nn.Module, images: ImageSet, data_cfg: DataConfig, c
         if got is not None:
             feats[v][h] = got[h]
         hit &= h
-    todo = np.flatnonzero(~hit)
+    todo = distributed.broadcast(np.flatnonzero(~hit))  # rank 0's cache decides what is computed
     ok = np.ones(len(images), bool)
     skipped: list[tuple[str, str]] = []
+    mine, main = distributed.shard(todo), distributed.is_main()
     if len(todo):
-        feats = _compute(model, images, todo, transform, kind, n_views, data_cfg, cache, spaces, feats,
+        feats = _compute(model, images, mine, transform, kind, n_views, data_cfg,
+                         cache if main else FeatureCache(None), spaces, feats if main else None,
                          ok, skipped, runtime, device, batch_size, workers, progress, tail_blocks)
+    if distributed.active():
+        return _gather_rows(feats, ok, skipped, mine, images, cache, spaces, n_views)
+    return Features(feats, ok, skipped)
+
+
+def _gather_rows(feats, ok, skipped, mine, images, cache, spaces, n_views) -> Features:
+    """Under torchrun: rank 0 collects every rank's computed rows and skips, and caches them.
+    Every rank returns rank 0's ok mask, skips and feature shape, so all ranks take the same
+    branches afterwards; the features themselves are only rank 0's to use."""
+    has = feats is not None and feats.shape[-1] > 0
+    parts = distributed.gather((mine, feats[:, mine] if has else None, ok[mine], skipped[:]))
+    for rows, got, good, their_skips in (parts or [None])[1:]:
+        ok[rows] = good
+        skipped += their_skips
+        if got is None:
+            continue
+        if feats is None or not feats.shape[-1]:
+            feats = np.zeros((n_views, len(images), got.shape[-1]), got.dtype)
+        feats[:, rows] = got
+        keys = [images.hashes[i] for i in rows[good]]
+        for v, ns in enumerate(spaces):
+            cache.put(ns, keys, got[v, good])
+    main = parts is not None
+    shape = (feats.shape[-1], feats.dtype.str) if main and feats is not None else (0, "<f4")
+    ok, skipped, (dim, dtype) = distributed.broadcast((ok, skipped, shape) if main else None)
+    if not main or feats is None:
+        feats = np.zeros((n_views, len(images), dim), np.dtype(dtype))  # untouched pages: no memory
     return Features(feats, ok, skipped)
 
 

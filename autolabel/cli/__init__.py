@@ -20,6 +20,7 @@ from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, setup_logging
 from autolabel.cli.run import disk_full_message, run_loop
+from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
@@ -63,8 +64,12 @@ def root(
     debug: bool = typer.Option(False, "--debug", help="Verbose logs and full tracebacks."),
 ):
     """Run the pseudo-labelling loop (with no command), or one of the commands below."""
-    setup_logging(quiet, debug)
+    distributed = init_from_env()  # under torchrun: join the process group (see docs/scaling.md)
+    setup_logging(quiet or not is_main(), debug)
     if ctx.invoked_subcommand is not None:
+        if distributed:
+            raise InputError(f"`autolabel {ctx.invoked_subcommand}` runs in one process; under torchrun "
+                             "only the loop (autolabel with no command) is distributed")
         return
     run_loop(data_clean, data_raw, out, config, truth, test, cache_dir,
              train_flags={"mode": mode, "seed": seed, "model": model, "img_size": img_size},

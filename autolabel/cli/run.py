@@ -17,6 +17,8 @@ from autolabel.loop import NOTHING_MORE, PseudoLabeler
 from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run
+from classification import distributed
+from classification.cache import FeatureCache
 from classification.config import TrainConfig, resolve_device
 from classification.data import dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
@@ -37,7 +39,8 @@ def run_loop(data_clean: Optional[Path], data_raw: Optional[Path], out: Optional
     train_cfg, loop_cfg = resolve_configs(config, train_flags, loop_flags)
     check_model_name(train_cfg.model)  # before --out exists: a typo must not leave a run folder behind
     sources = resolve_sources(data_clean, data_raw, truth, test)
-    out = _out_dir(out)
+    with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
+        out = distributed.broadcast(_out_dir(out) if distributed.is_main() else None)
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": _data_section(*sources)}
     _execute(out, resolved, None, cache_dir, tracking, resumed=False)
 
@@ -59,7 +62,8 @@ def _resume(folder: Path, out: Optional[Path], config: Optional[Path], cache_dir
                    f"{state['termination_reason']}); nothing to resume. dataset: {folder / 'dataset.csv'}")
         return
     done = state["trial"] if state else 0
-    clean_after(folder, done)
+    if distributed.is_main():
+        clean_after(folder, done)
     if cache_dir is None and state and state.get("cache_dir"):
         cache_dir = Path(state["cache_dir"])
     typer.echo(f"autolabel: resuming {folder} after trial {done}" if done else
@@ -84,6 +88,9 @@ def _execute(out: Path, resolved: dict, state: Optional[dict], cache_dir: Option
     data = resolved["data"]
     labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
     test_set = load_labeled(data["test"], classes=labeled.classes) if data["test"] else None
+    if not distributed.is_main():  # a torchrun rank other than 0: compute with rank 0, write nothing
+        PseudoLabeler(loop_cfg, train_cfg, FeatureCache(None)).fit(labeled, pool, test=test_set, resume=state)
+        return
     truth_idx = load_truth(data["truth"], dedupe(labeled, pool)[1], labeled.classes) if data["truth"] else None
     cache = open_cache(cache_dir)
     tracker = _tracker(tracking, out, resolved, train_cfg, state.get("mlflow_run_id") if state else None)
