@@ -3,6 +3,7 @@
     python benchmarks/bench_index.py                        # real cifar10_bench + synthetic 100k and 1M
     python benchmarks/bench_index.py --sizes 100000 --cache-dir benchmarks/results/cache
     python benchmarks/bench_index.py --skip-real --nprobe 32 --threads 2
+    python benchmarks/bench_index.py --scale --n 10000000    # IVF-PQ at scale: bench_index_scale.py
 
 Every peer gets the same thread count: faiss through `set_threads`, scikit-learn through `n_jobs`
 and `threadpool_limits` (its brute-force kNN runs on OpenMP and BLAS threads, not on n_jobs).
@@ -26,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import time
@@ -39,6 +39,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from classification.cache import FeatureCache
 from classification.data import load_labeled
+from classification.fileio import write_json
 from embeddings.api import exact_search, metadata
 from embeddings.config import IndexConfig
 from embeddings.features import Embedder
@@ -64,6 +65,9 @@ def parse_args():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
+    from bench_index_scale import add_arguments  # here: that module imports this one
+
+    add_arguments(p)
     return p.parse_args()
 
 
@@ -131,15 +135,20 @@ def real_part(args) -> dict | None:
 
 def mixture(n: int, sigma: float, seed: int) -> np.ndarray:
     """n unit vectors from the Gaussian mixture in the docstring, built in chunks to bound memory."""
+    return fill_mixture(np.empty((n, DIM), np.float32), sigma, seed)
+
+
+def fill_mixture(out: np.ndarray, sigma: float, seed: int) -> np.ndarray:
+    """Fill (n, d) `out` (an array or a np.memmap) with the mixture, 100,000 rows at a time: centres
+    drawn on the unit sphere of dimension d, each row = a centre + N(0, sigma^2 I), L2-normalised."""
     rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((CENTRES, DIM), dtype=np.float32)
+    centres = rng.standard_normal((CENTRES, out.shape[1]), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    out = np.empty((n, DIM), np.float32)
-    for s in range(0, n, 100_000):
-        e = min(n, s + 100_000)
-        out[s:e] = centres[rng.integers(0, CENTRES, e - s)]
-        out[s:e] += sigma * rng.standard_normal((e - s, DIM), dtype=np.float32)
-    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    for s in range(0, len(out), 100_000):
+        e = min(len(out), s + 100_000)
+        block = centres[rng.integers(0, CENTRES, e - s)]
+        block += sigma * rng.standard_normal((e - s, out.shape[1]), dtype=np.float32)
+        out[s:e] = block / np.linalg.norm(block, axis=1, keepdims=True)
     return out
 
 
@@ -225,10 +234,15 @@ def main() -> int:
     args = parse_args()
     logging.basicConfig(level=logging.WARNING)
     set_threads(args.threads)
+    if args.scale:
+        from bench_index_scale import run_scale
+
+        with thread_limit(args.threads):
+            run_scale(args)
+        return 0
     with thread_limit(args.threads):
         report = run(args)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "bench_index.json").write_text(json.dumps(report, indent=2))
+    write_json(RESULTS / "bench_index.json", report)
     return 0
 
 

@@ -11,9 +11,11 @@ from classification.data import ImageSet, find_images, load_labeled, load_unlabe
 from classification.errors import InputError
 from classification.images import is_image_path
 from embeddings.config import IndexConfig
+from embeddings.exact import knn_blocks
 from embeddings.features import Embedder
 from embeddings.index import EmbeddingIndex
 from embeddings.recall import drop_self, one_recall_at_k, recall_at_k
+from embeddings.stream import BLOCK_ROWS, block_reader
 
 _logger = logging.getLogger(__name__)
 
@@ -94,7 +96,8 @@ def query_images(index: EmbeddingIndex, images: ImageSet, embedder: Embedder, k:
 def recall_report(index: EmbeddingIndex, queries: ImageSet, embedder: Embedder,
                   ks: tuple[int, ...] = (1, 3, 5, 10)) -> dict:
     """Label recall@k of labelled queries (an image never counts as its own neighbour) and, for an
-    approximate index, 1-recall@k against exact search over the same vectors."""
+    approximate index, 1-recall@k against exact search over the same vectors (for ivfpq, only where
+    it keeps them)."""
     check_provenance(index, embedder)
     if not (queries.labels >= 0).any():
         raise InputError("recall needs labelled queries: a folder per class or a CSV with a label column")
@@ -107,7 +110,8 @@ def recall_report(index: EmbeddingIndex, queries: ImageSet, embedder: Embedder,
     _, I = drop_self(*index.search(x, k_max + spare), q_hash, db_hash, k_max)
     report = {"queries": int(keep.sum()), "index_size": int(index.index.ntotal),
               "recall": {k: recall_at_k(I, q_labels, db_labels, k) for k in ks}}
-    if index.manifest["index_type"] != "flat":
+    kind = index.manifest["index_type"]
+    if kind != "flat" and (kind != "ivfpq" or index.vectors is not None):
         exact = exact_search(index, x, k_max + spare)
         _, I_exact = drop_self(*exact, q_hash, db_hash, k_max)
         report["one_recall"] = {k: one_recall_at_k(I, I_exact, k) for k in ks}
@@ -115,19 +119,22 @@ def recall_report(index: EmbeddingIndex, queries: ImageSet, embedder: Embedder,
 
 
 def exact_search(index: EmbeddingIndex, x: np.ndarray, k: int):
-    """Exact neighbours in the index's own (PCA) space, the ground truth for 1-recall@k: IVF visits
-    every list; HNSW's stored vectors are searched by brute force."""
-    import faiss
-
-    base = index.base
-    if isinstance(base, faiss.IndexIVF):
-        nprobe, base.nprobe = base.nprobe, base.nlist
+    """Exact neighbours in the index's own (PCA) space, the ground truth for 1-recall@k: brute force,
+    block by block, over the float32 vectors the index keeps for re-ranking where it keeps them;
+    otherwise IVF visits every list and flat / HNSW storage is searched by brute force. ivfpq codes
+    are approximations, so its ground truth needs the kept vectors."""
+    if index.vectors is not None:
+        return knn_blocks(index.transform(x), block_reader(index.vectors)(), k)
+    kind = index.manifest["index_type"]
+    if kind == "ivfpq":
+        raise InputError("exact search over an ivfpq index needs its exact vectors: build it with --rerank N")
+    if kind == "ivf":
+        nprobe = index.config.nprobe
+        index.tune(nprobe=2**31 - 1)  # faiss caps it at nlist
         try:
-            return index.search(x, k)
+            return index.search(x, k, rerank=0)
         finally:
-            base.nprobe = nprobe
-    flat = faiss.IndexFlatL2(base.d)
-    flat.add(base.reconstruct_n(0, base.ntotal))
-    D, I = flat.search(index.transform(x), k)
-    return np.sqrt(np.maximum(D, 0)), I
-
+            index.tune(nprobe=nprobe)
+    base = index.base
+    blocks = (base.reconstruct_n(s, min(BLOCK_ROWS, base.ntotal - s)) for s in range(0, base.ntotal, BLOCK_ROWS))
+    return knn_blocks(index.transform(x), blocks, k)

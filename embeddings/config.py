@@ -8,12 +8,17 @@ from classification.errors import InputError
 
 @dataclass(frozen=True)
 class IndexConfig:
-    type: str = "flat"      # flat (exact) | ivf (inverted lists) | hnsw (graph); see embeddings/types.py
+    type: str = "flat"      # flat (exact) | ivf (inverted lists) | hnsw (graph) | ivfpq (compressed); embeddings/types.py
     pca: int = 128          # PCA output dimension, then L2 normalisation; 0 = no PCA
-    nlist: int = 0          # ivf: number of lists; 0 = chosen from N (about 4 sqrt(N), >= 39 points each)
-    nprobe: int = 16        # ivf: lists visited per query (recall against speed)
+    nlist: int = 0          # ivf, ivfpq: number of lists; 0 = chosen from N (about 4 sqrt(N), >= 39 points each)
+    nprobe: int = 16        # ivf, ivfpq: lists visited per query (recall against speed)
     hnsw_m: int = 32        # hnsw: graph degree
     ef_search: int = 64     # hnsw: candidate list size per query
+    pq_m: int = 0           # ivfpq: code bytes per vector (8-bit subquantizers), a divisor of d; 0 = about d/8
+    rerank: int = 0         # search k * rerank candidates, then re-rank them by exact distance to the float32
+                            # vectors the index keeps on disk (vectors.npy); 0 = no re-ranking, no vectors kept
+    train_size: int = 0     # rows sampled to train PCA / OPQ / IVF / PQ; 0 = max(100k, 64 nlist), at most N
+    seed: int = 0           # draw of that sample (the same rows whatever the block sizes)
     threads: int = 0        # faiss OpenMP threads; 0 = faiss's default (all cores)
 
     def __post_init__(self):
@@ -21,7 +26,7 @@ class IndexConfig:
 
         if self.type not in INDEX_TYPES:
             raise InputError(f"unknown index type {self.type!r}; valid: {', '.join(INDEX_TYPES)}")
-        for name in ("pca", "nlist", "threads"):
+        for name in ("pca", "nlist", "pq_m", "rerank", "train_size", "seed", "threads"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("nprobe", "hnsw_m", "ef_search"):

@@ -37,6 +37,8 @@ def test_build_add_query_recall_export(index_dir, sample, cache_dir, capsys):
     assert code == 0 and len(hits) == 1 and len(hits[0]["neighbours"]) == 3
     first = hits[0]["neighbours"][0]
     assert first["path"] == str(query) and first["label"] == "cat" and first["distance"] < 1e-3
+    code, _, err = run(capsys, "-q", "index", "query", str(index_dir), str(query), "--rerank", "2", *cache)
+    assert code == 2 and "re-ranking needs the exact vectors" in err and err.count("\n") == 1  # none kept
     code, out, _ = run(capsys, "-q", "index", "recall", str(index_dir), "--queries", str(sample / "labeled"),
                        "--k", "1,5", *cache)
     lines = out.splitlines()
@@ -50,6 +52,28 @@ def test_build_add_query_recall_export(index_dir, sample, cache_dir, capsys):
     vectors = pd.read_csv(proj / "vectors.tsv", sep="\t", header=None)
     meta = pd.read_csv(proj / "metadata.tsv", sep="\t")
     assert vectors.shape == (240, 32) and len(meta) == 240 and set(meta.label) == set(manifest_classes(sample))
+
+
+def test_ivfpq_in_shards_build_query_recall(sample, cache_dir, tmp_path, capsys):
+    cache = ["--cache-dir", str(cache_dir), "--threads", "1"]
+    out = tmp_path / "pq"
+    code, text, _ = run(capsys, "-q", "index", "build", "--images", str(sample / "test"), "--out", str(out), "--pca", "32",
+                        "--type", "ivfpq", "--shards", "2", "--rerank", "4", "--img-size", "128", *cache)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert code == 0 and ", 2 shards) ->" in text and [e["count"] for e in manifest["shards"]] == [100, 100]
+    assert manifest["factory"].startswith("PCA32,L2norm,IVF") and manifest["factory"].endswith(",PQ4x7np")  # 7 bits: 200 rows
+    assert {"index-0.faiss", "index-1.faiss", "vectors.npy"} <= {p.name for p in out.iterdir()}
+    query = sample / "test" / "dog" / sorted(p.name for p in (sample / "test" / "dog").iterdir())[0]
+    code, text, _ = run(capsys, "-q", "index", "query", str(out), str(query), "-k", "3", "--json", *cache)
+    first = json.loads(text)[0]["neighbours"][0]
+    assert code == 0 and first["path"] == str(query) and first["distance"] < 1e-3  # re-ranked: exact distances
+    code, text, _ = run(capsys, "-q", "index", "recall", str(out), "--queries", str(sample / "labeled"), "--k", "1,5", *cache)
+    lines = text.splitlines()
+    assert code == 0 and lines[0] == "40 queries against 200 indexed images" and lines[3].startswith("1-R@k")
+    assert min(float(v) for v in lines[3].split()[1:]) > 0.5
+    code, text, _ = run(capsys, "-q", "index", "add", str(out), "--images", str(sample / "labeled"), *cache)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert code == 0 and "the index holds 240" in text and [e["count"] for e in manifest["shards"]] == [100, 140]
 
 
 def manifest_classes(sample):
@@ -72,7 +96,11 @@ def test_ood_score_with_truth(sample, cache_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["index", "build", "--images", "data/labeled", "--out", "x", "--type", "lsh"], "unknown index type 'lsh'; valid: flat, ivf, hnsw"),
+    (["index", "build", "--images", "data/labeled", "--out", "x", "--type", "lsh"],
+     "unknown index type 'lsh'; valid: flat, ivf, hnsw, ivfpq"),
+    (["index", "build", "--images", "data/labeled", "--out", "x", "--type", "ivfpq", "--pq-m", "-1"],
+     "pq_m must be >= 0, got -1"),
+    (["index", "build", "--images", "data/labeled", "--out", "x", "--shards", "0"], "--shards must be >= 1, got 0"),
     (["index", "query", "data", "data/test/cat/0000.jpg"], "data is not an index folder (missing index.faiss"),
     (["index", "recall", "data", "--queries", "data/test", "--k", "a"], "--k must be comma-separated integers"),
     (["ood", "score", "--labeled", "data/labeled", "--images", "data/ood_mnist", "--k", "0"], "OOD needs k >= 1"),

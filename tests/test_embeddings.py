@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import faiss
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,9 +12,11 @@ from classification.data import load_labeled, load_unlabeled
 from classification.errors import InputError
 from embeddings.api import exact_search
 from embeddings.config import IndexConfig
+from embeddings.exact import knn_blocks
 from embeddings.features import Embedder, l2_normalize
 from embeddings.index import EmbeddingIndex
 from embeddings.ood import KnnOOD, auroc, fpr_at_tpr, score_ood
+from embeddings.projector import stored_vectors
 from embeddings.recall import drop_self, one_recall_at_k, recall_at_k
 
 
@@ -26,6 +29,16 @@ def blobs(n=600, dim=48, n_classes=6, seed=0):
     meta = pd.DataFrame({"path": [f"img{i}.jpg" for i in range(n)], "label": [f"c{c}" for c in labels],
                          "hash": [f"h{i}" for i in range(n)]})
     return x, labels, meta
+
+
+@pytest.fixture
+def one_thread():
+    """faiss on one thread: OPQ and PQ training run many short parallel loops, which wait on busy
+    cores when the machine is loaded (ten times slower with 2 threads on 2 busy cores here)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    yield
+    faiss.omp_set_num_threads(before)
 
 
 def test_recall_at_k_matches_brute_force_numpy():
@@ -106,6 +119,118 @@ def test_add_grows_the_index(tmp_path):
     assert I[:, 0].tolist() == list(range(850, 860))
     with pytest.raises(InputError, match="vectors have 5 dimensions but the index takes 48"):
         back.add(np.zeros((1, 5), np.float32), meta.iloc[:1])
+
+
+def test_ivfpq_memory_reranked_recall_and_round_trip(tmp_path, one_thread):
+    x, _, meta = blobs(n=20_500, dim=64, n_classes=50)
+    db, q = x[500:], x[:500]
+    cfg = IndexConfig(type="ivfpq", pca=0, nlist=64, rerank=10, train_size=2500)
+    index = EmbeddingIndex.build(db, meta.iloc[500:], cfg)
+    assert index.manifest["factory"] == "L2norm,OPQ8,IVF64,PQ8x8np"
+    assert index.memory_bytes() <= len(db) * 64 * 4 / 8  # codes, ids and quantisers against float32 flat
+    _, I_exact = knn_blocks(q, [db], 10)
+    D, I = index.search(q, 10)
+    coarse = one_recall_at_k(index.search(q, 10, rerank=0)[1], I_exact, 10)
+    assert one_recall_at_k(I, I_exact, 10) >= 0.8 and one_recall_at_k(I, I_exact, 10) > coarse
+    assert np.allclose(D[:, 0], np.linalg.norm(db[I[:, 0]] - q, axis=1), atol=1e-5)  # re-ranked distances are exact
+    index.save(tmp_path / "ix")
+    names = sorted(p.name for p in (tmp_path / "ix").iterdir())
+    assert names == ["index.faiss", "manifest.json", "metadata.csv", "vectors.npy"]
+    back = EmbeddingIndex.load(tmp_path / "ix", mmap=True)
+    D2, I2 = back.search(q, 10)
+    assert np.array_equal(I, I2) and np.allclose(D, D2) and isinstance(back.vectors, np.memmap)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "ivfpq"])
+def test_streamed_build_equals_build_from_the_whole_array(kind, tmp_path, one_thread):
+    x, _, meta = blobs(n=6000)
+    np.save(tmp_path / "x.npy", x.astype(np.float32))
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    cfg = IndexConfig(type=kind, pca=16, rerank=2, train_size=2500)  # trains on a sample of 2,500 rows
+    whole = EmbeddingIndex.build(x, meta, cfg)
+    D, I = whole.search(x[:100], 10)
+    for feats in (mm, lambda: (mm[s: s + 999] for s in range(0, len(mm), 999))):
+        streamed = EmbeddingIndex.build(feats, meta, cfg)
+        D2, I2 = streamed.search(x[:100], 10)
+        assert np.array_equal(I, I2) and np.allclose(D, D2, atol=1e-5) and streamed.manifest == whole.manifest
+    with pytest.raises(ValueError, match="feature blocks hold 5000 rows for 6000 metadata rows"):
+        EmbeddingIndex.build(lambda: iter([mm[:5000]]), meta, cfg)
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf", "ivfpq"])
+def test_sharded_index_searches_like_the_whole(kind, tmp_path, one_thread):
+    x, _, meta = blobs(n=3000)
+    cfg = IndexConfig(type=kind, pca=16, nprobe=4, rerank=3 if kind == "ivfpq" else 0, train_size=1500)
+    index = EmbeddingIndex.build(x, meta, cfg)
+    D, I = index.search(x[:50], 5)
+    index.save(tmp_path / "ix", shards=3)
+    names = {p.name for p in (tmp_path / "ix").iterdir()}
+    assert {"index-0.faiss", "index-1.faiss", "index-2.faiss"} <= names and "index.faiss" not in names
+    assert [e["count"] for e in json.loads((tmp_path / "ix" / "manifest.json").read_text())["shards"]] == [1000] * 3
+    for mmap in (False, True):
+        D2, I2 = EmbeddingIndex.load(tmp_path / "ix", mmap=mmap).search(x[:50], 5)
+        assert np.array_equal(I, I2) and np.allclose(D, D2)
+    back = EmbeddingIndex.load(tmp_path / "ix")
+    assert np.allclose(stored_vectors(back), stored_vectors(index))
+    back.add(x[:30], meta.iloc[:30])  # the last shard grows
+    back.save(tmp_path / "ix")
+    grown = EmbeddingIndex.load(tmp_path / "ix")
+    assert [e["count"] for e in grown.manifest["shards"]] == [1000, 1000, 1030]
+    _, I3 = grown.search(x[:5], 2)
+    assert np.sort(I3, axis=1).tolist() == [[i, 3000 + i] for i in range(5)]  # each vector and its copy
+    grown.save(tmp_path / "one", shards=1)
+    assert np.array_equal(EmbeddingIndex.load(tmp_path / "one").search(x[:50], 5)[1], grown.search(x[:50], 5)[1])
+
+
+def test_shard_and_config_problems_are_refused(tmp_path, one_thread):
+    x, _, meta = blobs(n=900)
+    index = EmbeddingIndex.build(x, meta, IndexConfig(type="ivf", pca=8))
+    index.save(tmp_path / "ix", shards=2)
+    manifest_path, shard = tmp_path / "ix" / "manifest.json", tmp_path / "ix" / "index-1.faiss"
+    good = json.loads(manifest_path.read_text())
+    shard.rename(tmp_path / "spare")
+    errors = []
+    with pytest.raises(InputError, match=r"missing shard index-1.faiss \(the manifest lists 2\)") as e:
+        EmbeddingIndex.load(tmp_path / "ix")
+    errors.append(e)
+    (tmp_path / "spare").rename(shard)
+    good["shards"][0]["count"] += 1
+    manifest_path.write_text(json.dumps(good))
+    with pytest.raises(InputError, match="does not match its manifest: index-0.faiss holds 450 vectors, manifest 451") as e:
+        EmbeddingIndex.load(tmp_path / "ix")
+    errors.append(e)
+    hnsw = EmbeddingIndex.build(x, meta, IndexConfig(type="hnsw", pca=8))
+    for idx, shards, message in [(hnsw, 2, "a hnsw index cannot be split into shards; use --type flat, ivf or ivfpq"),
+                                 (index, 0, r"shards must be between 1 and the number of vectors \(900\), got 0")]:
+        with pytest.raises(InputError, match=message) as e:
+            idx.save(tmp_path / "other", shards=shards)
+        errors.append(e)
+    with pytest.raises(InputError, match="re-ranking needs the exact vectors, which this index does not keep") as e:
+        index.search(x[:2], 3, rerank=2)
+    errors.append(e)
+    with pytest.raises(InputError, match="pq_m 10 must divide the index dimension 16; try 4, 8") as e:
+        EmbeddingIndex.build(x, meta, IndexConfig(type="ivfpq", pca=16, pq_m=10))
+    errors.append(e)
+    for field in ("pq_m", "rerank", "train_size"):
+        with pytest.raises(InputError, match=f"{field} must be >= 0, got -1") as e:
+            IndexConfig(**{field: -1})
+        errors.append(e)
+    assert all("\n" not in str(e.value) for e in errors)
+
+
+def test_format_1_folder_still_loads(tmp_path):
+    x, _, meta = blobs(n=500)
+    index = EmbeddingIndex.build(x, meta, IndexConfig(type="ivf", pca=8))
+    index.save(tmp_path / "ix")
+    path = tmp_path / "ix" / "manifest.json"
+    manifest = json.loads(path.read_text())
+    for key in ("shards", "vectors"):
+        del manifest[key]
+    for key in ("pq_m", "rerank", "train_size", "seed"):
+        del manifest["config"][key]
+    path.write_text(json.dumps({**manifest, "format": 1}))
+    back = EmbeddingIndex.load(tmp_path / "ix")
+    assert np.array_equal(back.search(x[:20], 3)[1], index.search(x[:20], 3)[1]) and back.vectors is None
 
 
 def test_auroc_and_fpr_on_known_scores():
