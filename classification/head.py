@@ -120,9 +120,9 @@ def _lbfgs_epoch_fn(head, opt, loss_fn, views: ViewStore, y: np.ndarray, w: np.n
     each view weighted 1/(its image's view count), with an L2 penalty on the weights: the convex
     problem a logistic regression solves. The loss and its gradient are summed one block of the
     store at a time."""
-    y_t = torch.from_numpy(y)
-    w_view = torch.from_numpy((w / views.distinct).astype(np.float32))
-    total_w = float((w_view[rows] * torch.from_numpy(views.distinct[rows])).sum())
+    view_w = views.view_weights(rows, w)
+    total_w = float(view_w.sum())
+    y_slots = torch.from_numpy(np.repeat(y, views.n_slots))
     weights = [p for n, p in head.named_parameters() if n.endswith("weight")]
 
     def closure():
@@ -130,9 +130,9 @@ def _lbfgs_epoch_fn(head, opt, loss_fn, views: ViewStore, y: np.ndarray, w: np.n
         loss = 0.5 * cfg.l2 * sum((p ** 2).sum() for p in weights)
         loss.backward()
         total = float(loss.detach())
-        for xs, r in views.blocks(rows):
-            r = torch.from_numpy(r)
-            part = loss_fn(head(xs), y_t[r], w_view[r]) * (float(w_view[r].sum()) / max(total_w, 1e-12))
+        for xs, start, stop, ws in views.blocks(view_w):
+            ys = y_slots[start * views.n_slots:stop * views.n_slots]
+            part = loss_fn(head(xs), ys, ws) * (float(ws.sum()) / max(total_w, 1e-12))
             part.backward()
             total += float(part.detach())
         return torch.tensor(total)

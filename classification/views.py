@@ -59,8 +59,10 @@ class ViewStore:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows start..stop as (rows, 1 + V, D)."""
-        data = os.pread(self._file.fileno(), (stop - start) * self._row_bytes, start * self._row_bytes)
-        return np.frombuffer(data, self.dtype).reshape(stop - start, self.n_slots, self.dim)
+        out = np.empty((stop - start, self.n_slots, self.dim), self.dtype)
+        got = os.preadv(self._file.fileno(), [memoryview(out).cast("B")], start * self._row_bytes)
+        assert got == out.nbytes, (got, out.nbytes)
+        return out
 
     def take(self, slots: np.ndarray, rows: np.ndarray) -> torch.Tensor:
         """View slots[i] of image rows[i], as float32 (len(rows), D)."""
@@ -70,17 +72,23 @@ class ViewStore:
                         for s, r in zip(slots, rows))
         return torch.from_numpy(np.frombuffer(data, self.dtype).astype(np.float32).reshape(len(rows), self.dim))
 
-    def blocks(self, rows: np.ndarray):
-        """Every distinct view of the images `rows`, one block of the file at a time: yields
-        (feats float32 (M, D), the image of each view (M,)). `rows` order does not matter."""
-        rows = np.unique(rows)
+    def blocks(self, weights: np.ndarray):
+        """The store one block at a time, as float32 (rows * (1 + V), D) with each row's weight
+        (`weights` (N, 1 + V)), skipping blocks whose weights are all zero. Whole blocks are
+        converted as they are: a slot that must not count has weight 0, which costs less than
+        gathering the others."""
         for start in range(0, self.n, self.block_rows):
             stop = min(start + self.block_rows, self.n)
-            mine = rows[(rows >= start) & (rows < stop)]
-            if not len(mine):
+            w = weights[start:stop].reshape(-1)
+            if not w.any():
                 continue
-            block = self.read(start, stop)
-            slot_ok = np.arange(self.n_slots)[None, :] < self.distinct[mine][:, None]
-            r_local, s = np.nonzero(slot_ok)
-            feats = block[mine[r_local] - start, s]
-            yield torch.from_numpy(feats.astype(np.float32)), mine[r_local]
+            feats = torch.from_numpy(self.read(start, stop).reshape(-1, self.dim)).float()
+            yield feats, start, stop, torch.from_numpy(np.ascontiguousarray(w, np.float32))
+
+    def view_weights(self, rows: np.ndarray, weight: np.ndarray) -> np.ndarray:
+        """(N, 1 + V) weights: image r's `weight[r]` shared by its distinct views, for `rows` only."""
+        out = np.zeros((self.n, self.n_slots), np.float32)
+        distinct = self.distinct[rows]
+        slots = np.arange(self.n_slots)[None, :] < distinct[:, None]
+        out[rows] = np.where(slots, (weight[rows] / distinct)[:, None], 0.0)
+        return out

@@ -26,14 +26,17 @@ def test_store_round_trip_take_and_blocks(monkeypatch):
         assert np.array_equal(store.read(0, 50), x.transpose(1, 0, 2))
         slots, rows = np.array([2, 0, 1]), np.array([49, 3, 3])
         assert np.array_equal(store.take(slots, rows).numpy(), x[slots, rows].astype(np.float32))
-        rows = np.array([40, 2, 9, 2])
-        got = list(store.blocks(rows))
-        assert len(got) == 3  # rows 2 | 9 | 40 live in three different blocks
-        feats = torch.cat([f for f, _ in got]).numpy()
-        image = np.concatenate([r for _, r in got])
-        want = [(r, s) for r in (2, 9, 40) for s in range(distinct[r])]
-        assert image.tolist() == [r for r, _ in want]
-        assert np.array_equal(feats, np.stack([x[s, r] for r, s in want]).astype(np.float32))
+        weight = np.linspace(1, 2, 50).astype(np.float32)
+        rows = np.array([40, 2, 9])
+        view_w = store.view_weights(rows, weight)
+        for r in range(50):  # weight shared by the distinct views of the chosen rows, else 0
+            want = [weight[r] / distinct[r] if r in rows and s < distinct[r] else 0 for s in range(3)]
+            assert np.allclose(view_w[r], want)
+        got = list(store.blocks(view_w))
+        assert [(start, stop) for _, start, stop, _ in got] == [(0, 7), (7, 14), (35, 42)]  # zero blocks skipped
+        for feats, start, stop, w in got:
+            assert np.array_equal(feats.numpy(), x[:, start:stop].transpose(1, 0, 2).reshape(-1, 8).astype(np.float32))
+            assert np.array_equal(w.numpy(), view_w[start:stop].reshape(-1))
 
 
 @pytest.mark.parametrize("block_rows", [1, 4, 1000])
