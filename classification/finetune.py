@@ -53,7 +53,7 @@ def fit_finetune(model: nn.Module, cfg: TrainConfig, data_cfg, train: ImageSet, 
                     logits = net(x).float()
                 # a rank with no decodable image in this batch still joins the gradient sync
                 local = loss_fn(logits, y, w) * w.sum() if len(idx) else logits.sum() * 0.0
-                batch_w, batch_loss = distributed.all_sum(float(w.sum()), float(local))
+                batch_w, batch_loss = distributed.all_sum(float(w.sum()), float(local.detach()))
                 # the global batch's weighted mean; DDP averages the ranks' gradients, hence * world
                 loss = local * (distributed.world_size() / max(batch_w, 1e-12))
                 opt.zero_grad(set_to_none=True)
