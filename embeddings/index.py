@@ -36,7 +36,8 @@ from classification.fileio import write_csv, write_json
 from embeddings.config import IndexConfig
 from embeddings.exact import rerank as rerank_exact
 from embeddings.shards import check_count, join, merge, read_parts, write_parts, write_split
-from embeddings.stream import block_reader, first_dim, open_vectors, sample_rows, spill, write_vectors
+from embeddings.stream import (add_blocks, block_reader, first_dim, open_vectors, sample_rows, spill,
+                               to_index_space, write_vectors)
 from embeddings.types import create_type
 
 FORMAT = 2  # 2 added shards and vectors.npy; format 1 folders (one index.faiss) still load
@@ -81,7 +82,7 @@ class EmbeddingIndex:
         if not index.is_trained:
             index.train(sample_rows(blocks, n, kind.train_size(n, cfg), cfg.seed))
         vectors = spill(n, pca or dim) if cfg.rerank else None
-        added = _add_blocks(index, blocks, dim, vectors, 0)
+        added = add_blocks(index, blocks, dim, vectors, 0)
         if added != n:
             raise ValueError(f"feature blocks hold {added} rows for {n} metadata rows")
         manifest = {"format": FORMAT, **(provenance or {}), "input_dim": dim, "pca_dim": pca,
@@ -118,7 +119,7 @@ class EmbeddingIndex:
         if self.vectors is not None:
             self.vectors = spill(n0 + len(meta), self.vectors.shape[1], old=self.vectors)
         target = self.sharded.parts[-1] if self.sharded is not None else self.index
-        _add_blocks(target, block_reader(feats), feats.shape[1], self.vectors, n0)
+        add_blocks(target, block_reader(feats), feats.shape[1], self.vectors, n0)
         if self.sharded is not None:
             self.sharded.syncWithSubIndexes()
             self.index.ntotal = self.sharded.ntotal
@@ -161,7 +162,7 @@ class EmbeddingIndex:
     def transform(self, feats: np.ndarray) -> np.ndarray:
         """Vectors in the index's space: after PCA and L2 normalisation, (N, pca_dim). An OPQ rotation
         (ivfpq) is left out: it is orthonormal, so distances are the same without it."""
-        return _to_space(self.index, np.ascontiguousarray(feats, np.float32))
+        return to_index_space(self.index, np.ascontiguousarray(feats, np.float32))
 
     def memory_bytes(self) -> int:
         """Bytes of the faiss index (codes, ids, quantisers, transforms), summed over shards, as
@@ -238,32 +239,6 @@ class EmbeddingIndex:
         out.read_only = bool(flags)
         out.tune()
         return out
-
-
-def _add_blocks(index: faiss.Index, blocks, dim: int, vectors, start: int) -> int:
-    """Add every block to `index` (and its index-space rows to `vectors` from row `start`); the count."""
-    n = 0
-    for block in blocks():
-        if block.shape[1] != dim:
-            raise InputError(f"vectors have {block.shape[1]} dimensions but the index takes {dim}")
-        index.add(block)
-        if vectors is not None:
-            vectors[start + n: start + n + len(block)] = _to_space(index, block)
-        n += len(block)
-    return n
-
-
-def _to_space(index: faiss.Index, x: np.ndarray) -> np.ndarray:
-    """`x` through the chain up to its L2 normalisation; what follows (an OPQ rotation, which reads
-    back from disk as a plain LinearTransform) is orthonormal and left out."""
-    if not isinstance(index, faiss.IndexPreTransform):
-        return x
-    for i in range(index.chain.size()):
-        vt = faiss.downcast_VectorTransform(index.chain.at(i))
-        x = vt.apply(x)
-        if isinstance(vt, faiss.NormalizationTransform):
-            break
-    return x
 
 
 def _check_feats(feats: np.ndarray, n_meta: int, dim: int | None = None) -> tuple[int, int]:

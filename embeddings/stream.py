@@ -12,6 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+import faiss
 import numpy as np
 
 from classification.errors import InputError, first_line
@@ -91,3 +92,29 @@ def open_vectors(path: Path, shape: tuple, problems: list[str]) -> np.ndarray:
     if vectors.shape != tuple(shape) or vectors.dtype != np.float32:
         problems.append(f"{path.name} is {vectors.dtype} {vectors.shape}, float32 {tuple(shape)} expected")
     return vectors
+
+
+def add_blocks(index: faiss.Index, blocks, dim: int, vectors, start: int) -> int:
+    """Add every block to `index` (and its index-space rows to `vectors` from row `start`); the count."""
+    n = 0
+    for block in blocks():
+        if block.shape[1] != dim:
+            raise InputError(f"vectors have {block.shape[1]} dimensions but the index takes {dim}")
+        index.add(block)
+        if vectors is not None:
+            vectors[start + n: start + n + len(block)] = to_index_space(index, block)
+        n += len(block)
+    return n
+
+
+def to_index_space(index: faiss.Index, x: np.ndarray) -> np.ndarray:
+    """`x` through the chain up to its L2 normalisation; what follows (an OPQ rotation, which reads
+    back from disk as a plain LinearTransform) is orthonormal and left out."""
+    if not isinstance(index, faiss.IndexPreTransform):
+        return x
+    for i in range(index.chain.size()):
+        vt = faiss.downcast_VectorTransform(index.chain.at(i))
+        x = vt.apply(x)
+        if isinstance(vt, faiss.NormalizationTransform):
+            break
+    return x
