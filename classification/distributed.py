@@ -92,8 +92,3 @@ def all_sum(*values: float) -> list[float]:
 def shard(items):
     """This rank's share of `items`: every world_size()-th one from its rank."""
     return items[rank()::world_size()] if active() else items
-
-
-def barrier() -> None:
-    if active():
-        dist.barrier()
