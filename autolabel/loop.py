@@ -28,7 +28,7 @@ from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
 from classification.engine import FitResult, fit
-from classification.inference import CHUNK_ROWS, predict
+from classification.inference import predict
 from embeddings.features import Embedder
 from embeddings.ood import KnnOOD
 
@@ -128,9 +128,8 @@ class PseudoLabeler:
         main = distributed.is_main()
         self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok]) if main else None
         ok = np.zeros(n, bool)
-        for start in range(0, n, CHUNK_ROWS):  # one chunk of the pool's features in memory at a time
-            rows = np.arange(start, min(start + CHUNK_ROWS, n))
-            pool = embed(self.unlabeled_.subset(rows))
+        for rows, chunk in self.unlabeled_.chunks():  # one chunk of the pool's features in memory at a time
+            pool = embed(chunk)
             ok[rows] = pool.ok
             if main:
                 self.ood_score_[rows[pool.ok]] = self.ood_.score(pool.feats[pool.ok])

@@ -25,6 +25,7 @@ from classification.sources import absolute_path, find_images, not_an_image, pai
 _logger = logging.getLogger(__name__)
 
 UNLABELED = -1
+CHUNK_ROWS = 4096  # images whose features are in memory at once when a pool is taken in chunks
 
 
 @dataclass
@@ -51,6 +52,12 @@ class ImageSet:
         idx = np.asarray(idx, dtype=np.int64)
         return ImageSet([self.paths[i] for i in idx], [self.hashes[i] for i in idx],
                         self.labels[idx].copy(), list(self.classes), [])
+
+    def chunks(self, size: int = CHUNK_ROWS):
+        """(rows, subset) for consecutive runs of `size` images: a large pool, a chunk at a time."""
+        for start in range(0, len(self), size):
+            rows = np.arange(start, min(start + size, len(self)))
+            yield rows, self.subset(rows)
 
     def concat(self, other: "ImageSet") -> "ImageSet":
         if self.classes and other.classes and self.classes != other.classes:

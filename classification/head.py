@@ -24,21 +24,17 @@ from classification.models import classifier_module
 from classification.trainer import create_optimizer, run_stage
 from classification.views import ViewStore
 
-EXTRACT_ROWS = 4096  # images whose features are extracted together into the view store
-
 
 def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: np.ndarray,
                    cache: FeatureCache, device: str, progress: bool) -> tuple[ViewStore, np.ndarray, list]:
     """Every image's 1 + V views in a `ViewStore` (images without augmented views repeat the eval
-    view), its ok mask, and the skipped files. Extracted EXTRACT_ROWS images at a time, so only
+    view), its ok mask, and the skipped files. Extracted a chunk of images at a time, so only
     one chunk of float32 features is in memory at once."""
     common = dict(runtime=cfg.runtime, device=device, batch_size=cfg.batch_size, workers=cfg.workers,
                   n_ops=cfg.n_ops, progress=progress, tail_blocks=cfg.tail_blocks)
     weak = ~strong if cfg.augment_human else np.zeros_like(strong)
     store, ok, skipped = None, np.ones(len(images), bool), []
-    for start in range(0, len(images), EXTRACT_ROWS):
-        rows = np.arange(start, min(start + EXTRACT_ROWS, len(images)))
-        chunk = images.subset(rows)
+    for rows, chunk in images.chunks():
         base = extract_features(model, chunk, data_cfg, cache, kind="eval", **common)
         skipped += base.skipped
         ok[rows] = base.ok
@@ -55,7 +51,7 @@ def training_views(model, cfg: TrainConfig, data_cfg, images: ImageSet, strong: 
                 block[idx, 1:] = aug.feats.transpose(1, 0, 2)
                 store.distinct[rows[idx]] = 1 + cfg.n_views
                 ok[rows[idx]] &= aug.ok
-        store.write(start, block)
+        store.write(int(rows[0]), block)
     if store is None:
         store = ViewStore(len(images), 1 + cfg.n_views, 0, folder=cache.root)
     return store, ok, skipped

@@ -23,7 +23,6 @@ from classification.transforms import DataConfig, create_transform, transform_id
 _logger = logging.getLogger(__name__)
 
 FLUSH_ROWS = 1024  # write cache shards this often, so an interrupted run keeps most of its work
-CHUNK_ROWS = 4096  # predict() holds this many images' features at once
 
 
 @dataclass
@@ -176,12 +175,11 @@ def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, 
 def predict(model: nn.Module, images: ImageSet, data_cfg: DataConfig, cache: FeatureCache,
             kind: str = "eval", n_views: int = 1, **kwargs) -> Prediction:
     """Class probabilities for every image: the mean over `n_views` views of transform `kind`.
-    The pool is taken CHUNK_ROWS images at a time, so only one chunk's features are in memory."""
+    The pool is taken a chunk at a time (`ImageSet.chunks`), so only one chunk's features are in memory."""
     tail = kwargs.get("tail_blocks", 0)
     probs, ok, skipped = None, np.ones(len(images), bool), []
-    for start in range(0, len(images), CHUNK_ROWS):
-        rows = np.arange(start, min(start + CHUNK_ROWS, len(images)))
-        f = extract_features(model, images.subset(rows), data_cfg, cache, kind=kind, n_views=n_views, **kwargs)
+    for rows, chunk in images.chunks():
+        f = extract_features(model, chunk, data_cfg, cache, kind=kind, n_views=n_views, **kwargs)
         ok[rows], skipped = f.ok, skipped + f.skipped
         if not f.feats.shape[-1]:
             continue

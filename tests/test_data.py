@@ -90,3 +90,12 @@ def test_folds_are_disjoint_and_stratified():
 def test_class_map_round_trip(tmp_path):
     save_class_map(tmp_path / "classes.json", ["b", "a", "c"])
     assert load_class_map(tmp_path / "classes.json") == ["b", "a", "c"]
+
+
+def test_chunks_cover_the_set_in_order(sample):
+    images = load_labeled(sample / "labeled")
+    got = list(images.chunks(size=7))
+    assert [len(rows) for rows, _ in got] == [7] * (len(images) // 7) + ([len(images) % 7] if len(images) % 7 else [])
+    assert np.array_equal(np.concatenate([rows for rows, _ in got]), np.arange(len(images)))
+    assert sum((chunk.paths for _, chunk in got), []) == images.paths
+    assert np.array_equal(np.concatenate([chunk.labels for _, chunk in got]), images.labels)
