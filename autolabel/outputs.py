@@ -16,14 +16,17 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from autolabel import hooks
 from autolabel.audit import audit
-from autolabel.resume import crash_point, run_state
+from autolabel.state import LoopState
 from classification.checkpoint import save_checkpoint
+from classification.config import TrainConfig
 from classification.fileio import write_csv, write_json, write_text
 
 
 class RunWriter:
-    """A trial callback for `PseudoLabeler` that keeps the output folder current.
+    """A trial callback for `PseudoLabeler` that keeps the output folder current from the
+    loop's `LoopState`.
 
     `run_info` (for example the MLflow run id) is saved in state.json for `--resume`;
     `write_config=False` leaves a resumed run's config.yaml as it is.
@@ -35,57 +38,60 @@ class RunWriter:
         if write_config:
             write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
-    def __call__(self, record: dict, labeler) -> None:
+    def __call__(self, record: dict, state: LoopState) -> None:
         if self.truth is not None:
-            record["audit"] = audit(labeler.pseudo_labels_, self.truth, labeler.classes_)
-        write_csv(self.out / "trials" / f"trial_{record['trial']:02d}.csv", self._trial_frame(labeler))
-        write_csv(self.out / "dataset.csv", dataset_frame(labeler))
-        write_json(self.out / "metrics.json", self._metrics(labeler))
-        crash_point("commit", record["trial"])
-        self.commit(labeler)
+            record["audit"] = audit(state.labels, self.truth, state.data.classes)
+        write_csv(self.out / "trials" / f"trial_{record['trial']:02d}.csv", trial_frame(state))
+        write_csv(self.out / "dataset.csv", dataset_frame(state))
+        write_json(self.out / "metrics.json", self._metrics(state))
+        hooks.reached("commit", record["trial"])
+        self.commit(state)
 
-    def commit(self, labeler, finished: bool = False) -> None:
+    def commit(self, state: LoopState, finished: bool = False) -> None:
         """Write state.json: after it, the trial (or with `finished`, the whole run) is done."""
-        write_json(self.out / "state.json", run_state(labeler, finished=finished, **self.run_info))
+        write_json(self.out / "state.json", state.to_json(finished, **self.run_info))
 
-    def finish(self, labeler) -> dict:
-        model = labeler.model_
-        save_checkpoint(self.out / "checkpoint", model.model, labeler.classes_, labeler.train, model.data_cfg)
-        write_csv(self.out / "dataset.csv", dataset_frame(labeler))
-        metrics = self._metrics(labeler)
+    def finish(self, state: LoopState, train: TrainConfig) -> dict:
+        """After the final fit: the checkpoint, the final dataset.csv and metrics.json."""
+        model = state.model
+        save_checkpoint(self.out / "checkpoint", model.model, state.data.classes, train, model.data_cfg)
+        write_csv(self.out / "dataset.csv", dataset_frame(state))
+        metrics = self._metrics(state)
         write_json(self.out / "metrics.json", metrics)
         return metrics
 
-    def _metrics(self, labeler) -> dict:
-        final = {"termination_reason": labeler.termination_reason_, "n_trials": labeler.n_trials_,
-                 "pseudo_labels": int((labeler.pseudo_labels_ >= 0).sum()), "pool": len(labeler.unlabeled_),
-                 "human_labels": len(labeler.labeled_), "refused_ood": int(labeler.ood_refused_.sum()),
-                 "ood_guard": labeler.ood_.state_dict() if labeler.ood_ else None}
-        if hasattr(labeler, "test_accuracy_"):
-            final["test_accuracy"] = labeler.test_accuracy_
+    def _metrics(self, state: LoopState) -> dict:
+        refused = state.columns.get("ood_refused")
+        final = {"termination_reason": state.termination_reason, "n_trials": state.n_trials,
+                 "pseudo_labels": int((state.labels >= 0).sum()), "pool": len(state.data.pool),
+                 "human_labels": len(state.data.labeled), "refused_ood": int(refused.sum()) if refused is not None else 0,
+                 "ood_guard": state.guards.get("ood", {}).get("summary")}
+        if state.model is not None:  # the final fit is done
+            final["test_accuracy"] = state.test_accuracy
         if self.truth is not None:
-            final["audit"] = audit(labeler.pseudo_labels_, self.truth, labeler.classes_)
-        return {"trials": labeler.history_, "final": final}
-
-    @staticmethod
-    def _trial_frame(labeler) -> pd.DataFrame:
-        p, classes = labeler.trial_prediction_, np.array(labeler.classes_)
-        return pd.DataFrame({"path": labeler.unlabeled_.paths,
-                             "prediction": np.where(p["ok"], classes[p["guess"]], ""),
-                             "confidence": p["confidence"], "threshold": p["threshold"],
-                             "ood_score": labeler.ood_score_.round(6), "ood_refused": labeler.ood_refused_,
-                             "accepted": p["accepted"], "label": _names(labeler.pseudo_labels_, classes)})
+            final["audit"] = audit(state.labels, self.truth, state.data.classes)
+        return {"trials": state.history, "final": final}
 
 
-def dataset_frame(labeler) -> pd.DataFrame:
+def trial_frame(state: LoopState) -> pd.DataFrame:
+    """Every pool image's prediction, confidence, threshold, guard columns and decision."""
+    p, classes = state.prediction, np.array(state.data.classes)
+    return pd.DataFrame({"path": state.data.pool.paths,
+                         "prediction": np.where(p.ok, classes[p.guess], ""),
+                         "confidence": p.confidence, "threshold": p.threshold,
+                         "ood_score": state.columns["ood_score"].round(6), "ood_refused": state.columns["ood_refused"],
+                         "accepted": p.accepted, "label": _names(state.labels, classes)})
+
+
+def dataset_frame(state: LoopState) -> pd.DataFrame:
     """Human labels first (confidence 1, trial 0), then the accepted pseudo-labels."""
-    lb, pool, classes = labeler.labeled_, labeler.unlabeled_, np.array(labeler.classes_)
-    acc = np.flatnonzero(labeler.pseudo_labels_ >= 0)
+    lb, pool, classes = state.data.labeled, state.data.pool, np.array(state.data.classes)
+    acc = state.accepted
     human = pd.DataFrame({"path": lb.paths, "label": classes[lb.labels], "source": "human",
                           "confidence": 1.0, "trial": 0, "ood_score": np.nan})
-    pseudo = pd.DataFrame({"path": [pool.paths[i] for i in acc], "label": classes[labeler.pseudo_labels_[acc]],
-                           "source": "pseudo", "confidence": labeler.confidence_[acc].round(6),
-                           "trial": labeler.accepted_trial_[acc], "ood_score": labeler.ood_score_[acc].round(6)})
+    pseudo = pd.DataFrame({"path": [pool.paths[i] for i in acc], "label": classes[state.labels[acc]],
+                           "source": "pseudo", "confidence": state.confidence[acc].round(6),
+                           "trial": state.accepted_trial[acc], "ood_score": state.columns["ood_score"][acc].round(6)})
     return pd.concat([human, pseudo], ignore_index=True)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from autolabel.state import LoopState
+from classification.config import TrainConfig
 from classification.fileio import atomic_path, write_figure
 from classification.images import BadImage, decode
 from classification.metrics import confusion_png
@@ -21,42 +23,42 @@ _logger = logging.getLogger(__name__)
 THUMB, PAD, LABEL_W, TEXT_H, GAP = 64, 4, 110, 12, 16  # gallery layout, pixels
 
 
-def write_pictures(labeler, out: str | Path) -> list[Path]:
-    """Write the pictures a fitted `PseudoLabeler` supports into `out`; returns their paths."""
+def write_pictures(state: LoopState, out: str | Path, train: TrainConfig, cache) -> list[Path]:
+    """Write the pictures a finished run's `LoopState` supports into `out`; returns their paths."""
     out = Path(out)
     written = []
-    confusion = confusion_matrix(labeler, out / "confusion_matrix.png")
+    confusion = confusion_matrix(state, out / "confusion_matrix.png", train, cache)
     if confusion:
         written.append(confusion)
-    acc = np.flatnonzero(labeler.pseudo_labels_ >= 0)
+    acc = state.accepted
     if len(acc):
-        written.append(gallery_png([labeler.unlabeled_.paths[i] for i in acc], labeler.pseudo_labels_[acc],
-                                   labeler.confidence_[acc], labeler.classes_, out / "gallery.png"))
-    if labeler.history_:
-        written.append(thresholds_png(labeler.history_, labeler.classes_, out / "thresholds.png"))
+        written.append(gallery_png([state.data.pool.paths[i] for i in acc], state.labels[acc],
+                                   state.confidence[acc], state.data.classes, out / "gallery.png"))
+    if state.history:
+        written.append(thresholds_png(state.history, state.data.classes, out / "thresholds.png"))
     return written
 
 
-def confusion_matrix(labeler, path: Path) -> Path | None:
+def confusion_matrix(state: LoopState, path: Path, train: TrainConfig, cache) -> Path | None:
     """The final model's confusion on the test split, or on the human validation split when no
     test split was given (in head mode with refit the final model has also trained on it)."""
-    if labeler.test_pred_ is not None:
-        y_true, y_pred, title = labeler.test_.labels, labeler.test_pred_, "Test split"
-    elif len(labeler.val_):
-        y_true, y_pred = labeler.val_.labels, _predict(labeler, labeler.val_)
-        seen = labeler.train.refit and labeler.model_.mode == "head"
+    data = state.data
+    if state.test_pred is not None:
+        y_true, y_pred, title = data.test.labels, state.test_pred, "Test split"
+    elif len(data.val):
+        y_true, y_pred = data.val.labels, _predict(state.model, data.val, train, cache)
+        seen = train.refit and state.model.mode == "head"
         title = "Validation split (seen by the refit)" if seen else "Validation split"
     else:
         return None
     ok = y_pred >= 0
-    return confusion_png(y_true[ok], y_pred[ok], labeler.classes_, path, title=title)
+    return confusion_png(y_true[ok], y_pred[ok], data.classes, path, title=title)
 
 
-def _predict(labeler, images) -> np.ndarray:
+def _predict(model, images, t: TrainConfig, cache) -> np.ndarray:
     from classification.inference import predict
 
-    t, model = labeler.train, labeler.model_
-    pred = predict(model.model, images, model.data_cfg, labeler.cache, runtime=t.runtime,
+    pred = predict(model.model, images, model.data_cfg, cache, runtime=t.runtime,
                    batch_size=t.batch_size, workers=t.workers, tail_blocks=t.tail_blocks)
     return np.where(pred.ok, pred.probs.argmax(1), -1)
 

@@ -81,10 +81,10 @@ def finite(values: dict) -> dict[str, float]:
 
 
 class MlflowTracker(WarnOnce):
-    """Trial callback (`__call__(record, labeler)`) and epoch callback (`on_epoch(record)`) for
+    """Trial callback (`__call__(record, state)`) and epoch callback (`on_epoch(record)`) for
     `PseudoLabeler`; put it after `RunWriter` so records carry the audit and the trial CSV exists.
 
-    Call `start(config)` before the loop, then `finish(labeler, out_dir)` or `fail()`.
+    Call `start(config)` before the loop, then `finish(state, out_dir)` or `fail()`.
     """
 
     def __init__(self, out: str | Path, tracking_uri: str | None = None,
@@ -109,11 +109,12 @@ class MlflowTracker(WarnOnce):
     def on_epoch(self, record: dict) -> None:
         self.safely(self._epoch, record)
 
-    def __call__(self, record: dict, labeler) -> None:
-        self.safely(self._trial, record, labeler)
+    def __call__(self, record: dict, state) -> None:
+        self.safely(self._trial, record)
 
-    def finish(self, labeler, out_dir: str | Path | None = None) -> None:
-        self.safely(self._finish, labeler, Path(out_dir or self.out))
+    def finish(self, state, out_dir: str | Path | None = None) -> None:
+        """After the run: the final metrics (from its LoopState) and artifacts on the parent run."""
+        self.safely(self._finish, state, Path(out_dir or self.out))
 
     def fail(self, status: str = "FAILED") -> None:
         """The loop raised (FAILED) or was interrupted (KILLED): close every open run so."""
@@ -156,7 +157,7 @@ class MlflowTracker(WarnOnce):
         if time.monotonic() - self._flushed > FLUSH_SECONDS:
             self._flush()
 
-    def _trial(self, record: dict, labeler) -> None:
+    def _trial(self, record: dict) -> None:
         trial = record["trial"]
         child = self._child(trial)
         self._flush()
@@ -170,13 +171,13 @@ class MlflowTracker(WarnOnce):
         self.client.set_terminated(child, "FINISHED")
         self._open.discard(child)
 
-    def _finish(self, labeler, out_dir: Path) -> None:
+    def _finish(self, state, out_dir: Path) -> None:
         self._flush()
-        final = {"final_test_accuracy": getattr(labeler, "test_accuracy_", None),
-                 "final_pseudo_labels": int((labeler.pseudo_labels_ >= 0).sum()),
-                 "final_n_trials": labeler.n_trials_}
-        self._log_metrics(self.run_id, self._metrics(finite(final), labeler.n_trials_))
-        self.client.set_tag(self.run_id, "termination_reason", labeler.termination_reason_)
+        final = {"final_test_accuracy": state.test_accuracy,
+                 "final_pseudo_labels": int((state.labels >= 0).sum()),
+                 "final_n_trials": state.n_trials}
+        self._log_metrics(self.run_id, self._metrics(finite(final), state.n_trials))
+        self.client.set_tag(self.run_id, "termination_reason", state.termination_reason)
         for name in ("dataset.csv", "metrics.json", *PICTURES):
             if (out_dir / name).is_file():
                 self.client.log_artifact(self.run_id, str(out_dir / name))

@@ -132,7 +132,7 @@ class GridTracker(SafeRuns):
             self.child = self.open_run(combo.name, params, {"autolabel.out": str(folder.resolve())}, parent=self.run_id)
         self.safely(_begin)
 
-    def __call__(self, record: dict, labeler) -> None:
+    def __call__(self, record: dict, state) -> None:
         """Trial callback: the trial's numbers on the combination's run, step = trial."""
         self.safely(lambda: self.log_metrics(self.child, {f"trial_{k}": v for k, v in trial_metrics(record).items()},
                                              record["trial"]))

@@ -48,7 +48,7 @@ def test_zero_trials_equals_supervised_only(sets, cache):
 
 def test_human_labels_never_change(fitted, sets):
     lb = sets[0]
-    frame = dataset_frame(fitted)
+    frame = dataset_frame(fitted.state_)
     human = frame[frame.source == "human"]
     assert human.path.tolist() == lb.paths
     assert human.label.tolist() == [lb.classes[y] for y in lb.labels]
@@ -74,7 +74,7 @@ def test_threshold_one_stops_with_nothing_more_to_label(sample, tmp_path, cache_
 
 def test_same_seed_same_dataset_csv(sets, cache, tmp_path, fitted):
     again = _loop(sets, cache)
-    assert dataset_frame(again).equals(dataset_frame(fitted))
+    assert dataset_frame(again.state_).equals(dataset_frame(fitted.state_))
 
 
 def test_shuffled_truth_changes_no_accepted_label(sets, cache, sample, tmp_path):
@@ -116,7 +116,7 @@ def test_default_command_runs_on_the_bundled_sample(tmp_path, monkeypatch, cache
 
 
 def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
-    from autolabel.cli.run import resolve_configs
+    from autolabel.settings import resolve_configs
     from tests.conftest import REPO
 
     train, loop = resolve_configs(REPO / "configs" / "default.yaml", {"seed": 3}, {"n_trials": 2})
@@ -138,7 +138,7 @@ def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     assert labeler.ood_refused_[digit].mean() >= 0.6 and labeler.ood_refused_[~digit].mean() <= 0.15
     assert (labeler.pseudo_labels_[labeler.ood_refused_] == -1).all()
     assert labeler.history_[0]["refused_ood"] <= labeler.ood_refused_.sum()
-    frame = dataset_frame(labeler)
+    frame = dataset_frame(labeler.state_)
     pseudo = frame[frame.source == "pseudo"]
     assert pseudo.ood_score.notna().all() and (pseudo.ood_score <= labeler.ood_.threshold_).all()
     off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, ood_guard=False), TRAIN, cache).fit(lb, pool)

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autolabel.audit import load_truth
-from autolabel.cli.run import resolve_configs
+from autolabel.settings import resolve_configs
 from autolabel.config import LoopConfig
 from classification.config import TrainConfig
 from classification.data import ImageSet, load_labeled, load_unlabeled

@@ -18,10 +18,11 @@ import torch
 import yaml
 
 from autolabel.cli import main
-from autolabel.resume import CRASH_ENV
 from classification import fileio
+from tests.conftest import REPO
+from tests.crash import CRASH_ENV
 
-RUN = "from autolabel.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+RUN = "import tests.crash; tests.crash.install(); from autolabel.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
 ARGS = ["--quiet", "--no-mlflow", "--n-trials", "4", "--img-size", "64"]
 RESULTS = ["dataset.csv", "metrics.json"] + [f"trials/trial_{i:02d}.csv" for i in range(1, 5)]
 
@@ -29,7 +30,8 @@ RESULTS = ["dataset.csv", "metrics.json"] + [f"trials/trial_{i:02d}.csv" for i i
 def autolabel(*args, crash: str | None = None) -> subprocess.CompletedProcess:
     # One thread: on a busy 2-core machine torch's intra-op threads contend and L-BFGS runs ~10x
     # slower. Every run here (baseline and resumed) uses the same setting, so results compare.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop(CRASH_ENV, None)
     if crash:
         env[CRASH_ENV] = crash

@@ -148,7 +148,7 @@ def test_a_failure_mid_run_warns_once_and_turns_tracking_off(tmp_path, caplog):
     tracker.active, tracker.client, tracker.run_id, tracker.experiment_id = True, BrokenClient(), "p", "1"
     with caplog.at_level(logging.WARNING, logger="autolabel.tracking"):
         tracker.on_epoch({"trial": 1, "epoch": 0, "train_loss": 1.0})
-        tracker({"trial": 1, "accepted": 3}, labeler=None)
+        tracker({"trial": 1, "accepted": 3}, None)
         tracker.fail()
     assert not tracker.active and tracker.describe() is None
     assert [r.getMessage() for r in caplog.records] == [

@@ -18,8 +18,9 @@ from autolabel.cli import ood as ood_cmds
 from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
-from autolabel.cli.common import STATE, setup_logging
-from autolabel.cli.run import disk_full_message, run_loop
+from autolabel.cli.common import STATE, progress_enabled, setup_logging
+from autolabel.cli.run import run_loop
+from autolabel.settings import RunRequest, disk_full_message
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
 
@@ -71,12 +72,14 @@ def root(
             raise InputError(f"`autolabel {ctx.invoked_subcommand}` runs in one process; under torchrun "
                              "only the loop (autolabel with no command) is distributed")
         return
-    run_loop(data_clean, data_raw, out, config, truth, test, cache_dir,
-             train_flags={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
-             loop_flags={"n_trials": n_trials, "threshold": threshold, "policy": policy,
-                         "sticky": sticky, "balance": balance, "weak_views": views,
-                         "ood_guard": ood_guard},
-             tracking={"uri": tracking_uri, "experiment": experiment} if mlflow else None, resume=resume)
+    req = RunRequest(
+        data={"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test},
+        train={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
+        loop={"n_trials": n_trials, "threshold": threshold, "policy": policy, "sticky": sticky,
+              "balance": balance, "weak_views": views, "ood_guard": ood_guard},
+        config=config, out=out, cache_dir=cache_dir, progress=progress_enabled(),
+        tracking={"uri": tracking_uri, "experiment": experiment} if mlflow else None)
+    run_loop(req, resume)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,11 +5,7 @@ import logging
 import os
 from pathlib import Path
 
-from classification.cache import FeatureCache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel"))
+from autolabel.settings import default_cache_dir, open_cache  # noqa: F401  (the commands' cache)
 
 
 STATE = {"quiet": False, "debug": False}
@@ -27,10 +23,6 @@ def setup_logging(quiet: bool, debug: bool) -> None:
 
 def progress_enabled() -> bool:
     return not STATE["quiet"]
-
-
-def open_cache(cache_dir: Path | None) -> FeatureCache:
-    return FeatureCache(cache_dir if cache_dir is not None else default_cache_dir())
 
 
 def weights_choice(weights: Path | None, pretrained: bool | None) -> str | None:
