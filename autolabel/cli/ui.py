@@ -15,8 +15,7 @@ from typing import Optional
 
 import typer
 
-from autolabel.tracking import DEFAULT_EXPERIMENT
-from autolabel.tracking_store import ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
+from autolabel.tracking_store import DEFAULT_EXPERIMENT, ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
 from classification.errors import InputError, first_line
 
 STARTUP_SECONDS = 120  # mlflow server took 15-20 s to answer /health on a busy 2-core machine
