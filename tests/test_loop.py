@@ -116,7 +116,7 @@ def test_default_command_runs_on_the_bundled_sample(tmp_path, monkeypatch, cache
 
 
 def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
-    from autolabel.cli.run import resolve_configs
+    from autolabel.settings import resolve_configs
     from tests.conftest import REPO
 
     train, loop = resolve_configs(REPO / "configs" / "default.yaml", {"seed": 3}, {"n_trials": 2})

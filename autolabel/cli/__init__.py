@@ -19,7 +19,8 @@ from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, setup_logging
-from autolabel.cli.run import disk_full_message, run_loop
+from autolabel.cli.run import run_loop
+from autolabel.settings import disk_full_message
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
 

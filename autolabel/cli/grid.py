@@ -9,8 +9,8 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled
-from autolabel.cli.run import resolve_configs, resolve_sources
 from autolabel.grid import METRICS, GridInputs, expand, run_grid
+from autolabel.settings import resolve_configs, resolve_sources
 from autolabel.tracking import flatten
 from autolabel.tracking_tools import GridTracker, tracking_choice
 from classification.errors import InputError

@@ -17,14 +17,13 @@ from autolabel.loop import NOTHING_MORE, PseudoLabeler
 from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run
+from autolabel.settings import disk_full_message, given, resolve_configs, resolve_sources
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig, resolve_device
 from classification.data import dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
 from classification.models import check_model_name
-
-BUNDLED = Path(__file__).resolve().parents[2] / "data"
 
 
 def run_loop(data_clean: Optional[Path], data_raw: Optional[Path], out: Optional[Path],
@@ -74,9 +73,9 @@ def _resume(folder: Path, out: Optional[Path], config: Optional[Path], cache_dir
 def _requested(saved: dict, config: Optional[Path], data_flags: dict, train_flags: dict, loop_flags: dict) -> dict:
     """The saved run's settings with --config and the flags given on top, resolved like a new run's."""
     train_yaml, loop_yaml = load_config(config)
-    train = TrainConfig.from_dict({**saved["train"], **train_yaml, **_given(train_flags)})
-    loop = LoopConfig(**{**saved["loop"], **loop_yaml, **_given(loop_flags)})
-    data = {**saved["data"], **{k: str(v.resolve()) for k, v in _given(data_flags).items()}}
+    train = TrainConfig.from_dict({**saved["train"], **train_yaml, **given(train_flags)})
+    loop = LoopConfig(**{**saved["loop"], **loop_yaml, **given(loop_flags)})
+    data = {**saved["data"], **{k: str(v.resolve()) for k, v in given(data_flags).items()}}
     return {"train": train.to_dict(), "loop": loop.to_dict(), "data": data}
 
 
@@ -133,13 +132,6 @@ def _report(labeler, metrics: dict, skipped: list, out: Path, tracker) -> None:
         typer.echo(tracker.describe())
 
 
-def disk_full_message(e: OSError, out: Optional[Path] = None) -> str:
-    """One line for ENOSPC: which folder, and (for a run) how to continue once space is freed."""
-    folder = Path(e.filename).parent if e.filename else out
-    hint = f", then continue with `autolabel --resume {out}`" if out else ""
-    return f"disk full (no space left on device) while writing to {folder}; free some space{hint}"
-
-
 def _tracker(tracking: Optional[dict], out: Path, resolved: dict, train_cfg: TrainConfig,
              resumed_from: Optional[str] = None):
     """The MLflow tracker (started: the parent run exists), or None with --no-mlflow. A resumed run
@@ -160,25 +152,6 @@ def _tracker(tracking: Optional[dict], out: Path, resolved: dict, train_cfg: Tra
     return tracker
 
 
-def resolve_configs(config: Optional[Path], train_flags: dict, loop_flags: dict) -> tuple[TrainConfig, LoopConfig]:
-    train_yaml, loop_yaml = load_config(config)
-    train = {**train_yaml, **_given(train_flags)}
-    loop = {**loop_yaml, **_given(loop_flags)}
-    return TrainConfig.from_dict(train), LoopConfig(**loop)
-
-
-def resolve_sources(data_clean, data_raw, truth, test):
-    if data_clean is None and data_raw is None:
-        if not (BUNDLED / "labeled").is_dir():
-            raise InputError("no --data-clean/--data-raw given and the bundled sample data/ is not there")
-        truth = truth or BUNDLED / "unlabeled_truth.csv"
-        test = test or BUNDLED / "test"
-        return BUNDLED / "labeled", BUNDLED / "unlabeled", truth, test
-    if data_clean is None or data_raw is None:
-        raise InputError("give both --data-clean (labelled) and --data-raw (unlabelled)")
-    return data_clean, data_raw, truth, test
-
-
 def _data_section(data_clean, data_raw, truth, test) -> dict:
     """Absolute paths, so `--resume` finds the same images from any working folder."""
     def absolute(p):
@@ -186,10 +159,6 @@ def _data_section(data_clean, data_raw, truth, test) -> dict:
 
     return {"data_clean": absolute(data_clean), "data_raw": absolute(data_raw),
             "test": absolute(test), "truth": absolute(truth)}
-
-
-def _given(flags: dict) -> dict:
-    return {k: v for k, v in flags.items() if v is not None}
 
 
 def _out_dir(out: Optional[Path]) -> Path:
