@@ -82,8 +82,9 @@ def root(
 
 
 def _usage_errors() -> tuple[type[Exception], ...]:
-    """The ClickException class of the click typer parses with: from typer 0.29 on its own copy
-    (typer._click), whose errors do not derive from the click package's; before, the click package."""
+    """The ClickException class of the click typer parses with: typer 0.29 carries its own copy
+    (typer._click), whose errors do not derive from the click package's; older typer used the
+    click package itself."""
     for module in ("typer._click.exceptions", "click.exceptions"):
         with contextlib.suppress(ImportError):
             return (importlib.import_module(module).ClickException,)
