@@ -1,4 +1,4 @@
-"""Supervised training and prediction jobs behind `autolabel train` and `autolabel predict`."""
+"""Supervised jobs behind `autolabel train`, `autolabel predict` and `autolabel lr-find`."""
 from __future__ import annotations
 
 import logging
@@ -15,6 +15,7 @@ from classification.engine import fit
 from classification.fileio import write_csv, write_json
 from classification.folds import cross_validate, score_images, summarize
 from classification.inference import predict
+from classification.lr_find import lr_find, lr_find_png
 from classification.metrics import confusion_png, report
 
 _logger = logging.getLogger(__name__)
@@ -92,6 +93,20 @@ def predict_to_csv(checkpoint: str | Path, images: str | Path, out_csv: str | Pa
         frame[f"prob_{c}"] = probs[:, i] if len(probs) else []
     write_csv(out_csv, frame)
     return frame, pool.skipped + pred.skipped
+
+
+def lr_find_job(data_clean: str | Path, out: str | Path, cfg: TrainConfig, cache: FeatureCache,
+                sweep: tuple[float, float, int], progress: bool = False) -> tuple[dict, list[tuple[str, str]]]:
+    """The learning-rate range test of the head on `data_clean`, `sweep` = (start, end, steps):
+    writes lr_find.json (the record returned) and lr_find.png; also returns the files skipped."""
+    start, end, steps = sweep
+    labeled = load_labeled(data_clean)
+    result = lr_find(cfg, labeled, cache, start=start, end=end, steps=steps, progress=progress)
+    record = {"data_clean": str(data_clean), "start": start, "end": end, "steps": steps,
+              "n_images": len(labeled), "config": cfg.to_dict(), **result.to_dict()}
+    write_json(Path(out) / "lr_find.json", record)
+    lr_find_png(result, Path(out) / "lr_find.png")
+    return record, labeled.skipped + result.skipped
 
 
 def _image_source(images: str | Path) -> ImageSet:

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autolabel.audit import load_truth
-from autolabel.settings import resolve_configs
 from autolabel.config import LoopConfig
+from autolabel.settings import resolve_configs
 from classification.config import TrainConfig
 from classification.data import ImageSet, load_labeled, load_unlabeled
 from classification.errors import InputError

@@ -3,12 +3,13 @@ print a summary. User mistakes (and a full disk) end in a one-line error and exi
 tracebacks only with --debug."""
 from __future__ import annotations
 
+import contextlib
 import errno
+import importlib
 import sys
 from pathlib import Path
 from typing import Optional
 
-import click
 import typer
 
 from autolabel.cli import data as data_cmds
@@ -82,17 +83,30 @@ def root(
     run_loop(req, resume)
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """The ClickException class of the click typer parses with: typer 0.29 carries its own copy
+    (typer._click), whose errors do not derive from the click package's; older typer used the
+    click package itself."""
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        with contextlib.suppress(ImportError):
+            return (importlib.import_module(module).ClickException,)
+    return ()
+
+
+USAGE_ERRORS = _usage_errors()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point: runs the app and turns user errors into one line and exit code 2."""
     args = sys.argv[1:] if argv is None else argv
     try:
         result = app(args=args, prog_name="autolabel", standalone_mode=False)
-    except click.ClickException as e:
+    except USAGE_ERRORS as e:  # a typo in a flag or command: the usage, the error, a suggestion
         e.show()
         return e.exit_code
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
     except InputError as e:
