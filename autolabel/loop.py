@@ -199,10 +199,7 @@ class PseudoLabeler:
     def _test_predictions(self, result: FitResult) -> np.ndarray | None:
         if self.test_ is None or len(self.test_) == 0:
             return None
-        pred = predict(result.model, self.test_, result.data_cfg, self.cache, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers,
-                       tail_blocks=self.train.tail_blocks)
-        return np.where(pred.ok, pred.probs.argmax(1), UNLABELED)
+        return result.predict(self.test_, self.cache)
 
     def _accuracy(self, test_pred: np.ndarray | None) -> float | None:
         if test_pred is None:

@@ -53,12 +53,7 @@ def confusion_matrix(labeler, path: Path) -> Path | None:
 
 
 def _predict(labeler, images) -> np.ndarray:
-    from classification.inference import predict
-
-    t, model = labeler.train, labeler.model_
-    pred = predict(model.model, images, model.data_cfg, labeler.cache, runtime=t.runtime,
-                   batch_size=t.batch_size, workers=t.workers, tail_blocks=t.tail_blocks)
-    return np.where(pred.ok, pred.probs.argmax(1), -1)
+    return labeler.model_.predict(images, labeler.cache)
 
 
 def gallery_png(paths: list[str], labels: np.ndarray, confidence: np.ndarray, classes: list[str],

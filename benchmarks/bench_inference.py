@@ -28,6 +28,7 @@ from classification.inference import predict
 from classification.models import backbone_features, classifier_module, create_classifier
 from classification.runtime import make_runner
 from classification.transforms import create_transform, data_config
+from classification.weights import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -48,7 +49,7 @@ def parse_args():
 def make_model() -> torch.nn.Module:
     """The benchmark model, with a random (seeded) head: the default zero head gives uniform
     probabilities, which would make the probability and argmax checks meaningless."""
-    model = create_classifier("efficientnet_lite0", 10).eval()
+    model = create_classifier(DEFAULT_MODEL, 10).eval()
     gen = torch.Generator().manual_seed(0)
     head = classifier_module(model)
     with torch.no_grad():

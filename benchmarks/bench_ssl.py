@@ -26,10 +26,12 @@ from autolabel.config import LoopConfig
 from autolabel.loop import PseudoLabeler
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
+from classification.context import FitContext
 from classification.data import ImageSet, load_labeled, load_unlabeled
-from classification.inference import extract_features
+from classification.features import extract_features
 from classification.models import create_classifier
 from classification.transforms import data_config
+from classification.weights import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_bench"
@@ -60,8 +62,8 @@ def load(data: Path, k: int):
 
 
 def eval_features(images: ImageSet, size: int, cache: FeatureCache) -> np.ndarray:
-    model = create_classifier("efficientnet_lite0", 2)
-    return extract_features(model, images, data_config(model, size), cache).feats[0]
+    model = create_classifier(DEFAULT_MODEL, 2)
+    return extract_features(FitContext(model, TrainConfig(), data_config(model, size), cache), images).feats[0]
 
 
 def run_ours(name, lb, pool, test, truth, cache, seed, size, n_trials, tail=(0, 0)):
