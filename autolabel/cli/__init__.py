@@ -22,6 +22,7 @@ from autolabel.cli.common import STATE, setup_logging
 from autolabel.cli.run import disk_full_message, run_loop
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
+from classification.weights import DEFAULT_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Semi-supervised pseudo-labelling for image classification.")
@@ -54,7 +55,7 @@ def root(
     balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share (default: 1.5; 0 = off)."),
     views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool (default: 1)."),
     ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images far from every human label (default: on)."),
-    model: Optional[str] = typer.Option(None, help="timm model (default: efficientnet_lite0)."),
+    model: Optional[str] = typer.Option(None, help=f"timm model (default: {DEFAULT_MODEL})."),
     img_size: Optional[int] = typer.Option(None, help="Input size (default: the model's)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in MLflow (default: on)."),

@@ -15,6 +15,7 @@ import typer
 from autolabel.cli.common import open_cache, print_skips, progress_enabled
 from classification.data import ImageSet, load_files, load_unlabeled
 from classification.errors import InputError
+from classification.weights import DEFAULT_MODEL
 from embeddings.api import add_images, build_index, load_images, query_images, recall_report
 from embeddings.config import IndexConfig
 from embeddings.features import Embedder
@@ -48,7 +49,7 @@ def build(
     rerank: int = typer.Option(0, "--rerank", help="Keep the float32 vectors on disk (vectors.npy) and re-rank "
                                "N * k candidates by exact distance at query time; 0 = off."),
     shards: int = typer.Option(1, "--shards", help="Save the index over this many files (flat, ivf, ivfpq)."),
-    model: str = typer.Option("efficientnet_lite0", "--model", help="timm backbone for the embeddings."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="timm backbone for the embeddings."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing index folder."),
     cache_dir: Optional[Path] = CACHE, threads: int = THREADS, workers: Optional[int] = WORKERS,

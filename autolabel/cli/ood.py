@@ -10,6 +10,7 @@ from autolabel.cli.common import open_cache, print_skips, progress_enabled
 from autolabel.cli.index import CACHE, WORKERS
 from classification.data import load_labeled
 from classification.fileio import write_csv
+from classification.weights import DEFAULT_MODEL
 from embeddings.api import load_images
 from embeddings.features import Embedder
 from embeddings.ood import load_ood_truth, ood_metrics, score_ood
@@ -25,7 +26,7 @@ def score(
     tpr: float = typer.Option(0.95, "--tpr", help="Share of labelled images the threshold keeps."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="path,ood CSV (1 = out of class): adds AUROC and FPR@TPR."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write: path,score,refused."),
-    model: str = typer.Option("efficientnet_lite0", "--model", help="timm backbone for the embeddings."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="timm backbone for the embeddings."),
     img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
     cache_dir: Optional[Path] = CACHE, workers: Optional[int] = WORKERS,
 ):

@@ -13,6 +13,7 @@ from classification.data import load_labeled
 from classification.fileio import write_json
 from classification.lr_find import lr_find as find_lr
 from classification.lr_find import lr_find_png
+from classification.weights import DEFAULT_MODEL
 
 
 def lr_find(
@@ -22,7 +23,7 @@ def lr_find(
     start: float = typer.Option(1e-6, help="First learning rate of the sweep."),
     end: float = typer.Option(1.0, help="Last learning rate of the sweep."),
     steps: int = typer.Option(100, help="Minibatches in the sweep (one per learning rate)."),
-    model: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Any timm model name."),
     weights: Optional[Path] = typer.Option(None, help="Backbone state-dict file."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="Download timm hub weights / start from random weights."),

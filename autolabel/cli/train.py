@@ -10,6 +10,7 @@ from autolabel.cli.common import open_cache, print_skips, progress_enabled, weig
 from autolabel.supervised import predict_to_csv, train_folds, train_supervised
 from autolabel.tracking_tools import track_folds, tracking_choice
 from classification.config import TrainConfig
+from classification.weights import DEFAULT_MODEL
 
 
 def train(
@@ -17,7 +18,7 @@ def train(
     data_clean: Path = typer.Option(..., "--data-clean", help="Labelled images: a folder per class or a path,label CSV."),
     out: Path = typer.Option(..., "--out", help="Checkpoint folder to write."),
     mode: str = typer.Option("auto", help="head (frozen backbone, cached features) | finetune | auto."),
-    model: str = typer.Option("efficientnet_lite0", help="Any timm model name."),
+    model: str = typer.Option(DEFAULT_MODEL, help="Any timm model name."),
     weights: Optional[Path] = typer.Option(None, help="Backbone state-dict file."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",
                                               help="Download timm hub weights / start from random weights."),
