@@ -23,12 +23,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from classification.cache import FeatureCache
+from classification.config import DEFAULT_MODEL
 from classification.data import load_unlabeled
 from classification.inference import predict
 from classification.models import backbone_features, classifier_module, create_classifier
 from classification.runtime import make_runner
 from classification.transforms import create_transform, data_config
-from classification.weights import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

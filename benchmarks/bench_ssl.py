@@ -25,13 +25,12 @@ from autolabel.audit import audit, load_truth
 from autolabel.config import LoopConfig
 from autolabel.loop import PseudoLabeler
 from classification.cache import FeatureCache
-from classification.config import TrainConfig
+from classification.config import DEFAULT_MODEL, TrainConfig
 from classification.context import FitContext
 from classification.data import ImageSet, load_labeled, load_unlabeled
 from classification.features import extract_features
 from classification.models import create_classifier
 from classification.transforms import data_config
-from classification.weights import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_bench"

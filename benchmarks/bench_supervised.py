@@ -23,7 +23,7 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from classification.cache import FeatureCache
-from classification.config import TrainConfig, resolve_device
+from classification.config import DEFAULT_MODEL, TrainConfig, resolve_device
 from classification.context import FitContext
 from classification.data import ImageSet, load_labeled, load_unlabeled, stratified_split
 from classification.engine import fit
@@ -31,7 +31,6 @@ from classification.features import extract_features
 from classification.inference import predict
 from classification.models import create_classifier
 from classification.transforms import data_config
-from classification.weights import DEFAULT_MODEL
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

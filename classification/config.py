@@ -17,8 +17,8 @@ from classification.registry import check_name
 from classification.runtime import RUNTIMES
 from classification.train.modes import MODES
 from classification.train.optimizers import OPTIMIZERS
-from classification.weights import DEFAULT_MODEL
 
+DEFAULT_MODEL = "efficientnet_lite0"  # the default backbone; its ImageNet weights ship with the package
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 

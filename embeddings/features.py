@@ -10,13 +10,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from classification.cache import FeatureCache
-from classification.config import TrainConfig
+from classification.config import DEFAULT_MODEL, TrainConfig
 from classification.context import FitContext
 from classification.data import ImageSet
 from classification.features import extract_features
 from classification.models import backbone_id, create_classifier
 from classification.transforms import create_transform, data_config, transform_id
-from classification.weights import DEFAULT_MODEL
 
 
 def l2_normalize(x: np.ndarray) -> np.ndarray:

@@ -20,9 +20,9 @@ from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, setup_logging
 from autolabel.cli.run import disk_full_message, run_loop
+from classification.config import DEFAULT_MODEL
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
-from classification.weights import DEFAULT_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Semi-supervised pseudo-labelling for image classification.")

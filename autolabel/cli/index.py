@@ -13,9 +13,9 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled
+from classification.config import DEFAULT_MODEL
 from classification.data import ImageSet, load_files, load_unlabeled
 from classification.errors import InputError
-from classification.weights import DEFAULT_MODEL
 from embeddings.api import add_images, build_index, load_images, query_images, recall_report
 from embeddings.config import IndexConfig
 from embeddings.features import Embedder

@@ -8,9 +8,9 @@ import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled
 from autolabel.cli.index import CACHE, WORKERS
+from classification.config import DEFAULT_MODEL
 from classification.data import load_labeled
 from classification.fileio import write_csv
-from classification.weights import DEFAULT_MODEL
 from embeddings.api import load_images
 from embeddings.features import Embedder
 from embeddings.ood import load_ood_truth, ood_metrics, score_ood

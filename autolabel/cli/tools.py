@@ -8,12 +8,11 @@ import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled, weights_choice
 from autolabel.tracking_tools import track_lr_find, tracking_choice
-from classification.config import TrainConfig
+from classification.config import DEFAULT_MODEL, TrainConfig
 from classification.data import load_labeled
 from classification.fileio import write_json
 from classification.lr_find import lr_find as find_lr
 from classification.lr_find import lr_find_png
-from classification.weights import DEFAULT_MODEL
 
 
 def lr_find(

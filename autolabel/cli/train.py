@@ -9,8 +9,7 @@ import typer
 from autolabel.cli.common import open_cache, print_skips, progress_enabled, weights_choice
 from autolabel.supervised import predict_to_csv, train_folds, train_supervised
 from autolabel.tracking_tools import track_folds, tracking_choice
-from classification.config import TrainConfig
-from classification.weights import DEFAULT_MODEL
+from classification.config import DEFAULT_MODEL, TrainConfig
 
 
 def train(
