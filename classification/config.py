@@ -10,13 +10,11 @@ import numbers
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
+from classification import heads, losses
+from classification import runtime as runtimes
 from classification.errors import InputError
-from classification.heads import HEADS
-from classification.losses import LOSSES
 from classification.registry import check_name
-from classification.runtime import RUNTIMES
-from classification.train.modes import MODES
-from classification.train.optimizers import OPTIMIZERS
+from classification.train import modes, optimizers
 
 DEFAULT_MODEL = "efficientnet_lite0"  # the default backbone; its ImageNet weights ship with the package
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -67,10 +65,10 @@ class TrainConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        check_name("mode", self.mode, ("auto", *MODES))
-        check_name("optimizer", self.optimizer, ("auto", *OPTIMIZERS))
-        check_name("loss", self.loss, LOSSES)
-        check_name("head", self.head, HEADS)
+        check_name("mode", self.mode, ("auto", *modes.MODES))
+        check_name("optimizer", self.optimizer, ("auto", *optimizers.OPTIMIZERS))
+        check_name("loss", self.loss, losses.LOSSES)
+        check_name("head", self.head, heads.HEADS)
         for name in ("lr", "batch_size", "hidden"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
@@ -84,7 +82,7 @@ class TrainConfig:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"workers must be >= 0 (or unset for cores - 1), got {self.workers}")
-        check_name("runtime", self.runtime, ("auto", *RUNTIMES))
+        check_name("runtime", self.runtime, ("auto", *runtimes.RUNTIMES))
         if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding range
             raise InputError(f"seed must be in [0, 2**32), got {self.seed}")
         if not DEVICE.fullmatch(self.device):
