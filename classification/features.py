@@ -61,8 +61,7 @@ def extract_features(ctx: FitContext, images: ImageSet, kind: str = "eval", n_vi
     same view whenever it is asked for again. With `ctx.cfg.tail_blocks`, the "features" are the
     flattened float16 feature maps entering the last `tail_blocks` blocks.
     """
-    job = _start(ctx, kind, 1 if kind == "eval" else n_views)
-    job.ok = np.ones(len(images), bool)
+    job = _start(ctx, len(images), kind, 1 if kind == "eval" else n_views)
     hit = _from_cache(ctx.cache, images, job)
     if distributed.active():
         return _extract_across_ranks(ctx, images, job, hit)
@@ -72,7 +71,7 @@ def extract_features(ctx: FitContext, images: ImageSet, kind: str = "eval", n_vi
     return Features(job.feats, job.ok, job.skipped)
 
 
-def _start(ctx: FitContext, kind: str, n_views: int) -> _Pass:
+def _start(ctx: FitContext, n: int, kind: str, n_views: int) -> _Pass:
     transform = create_transform(kind, ctx.data_cfg, n_ops=ctx.cfg.n_ops)
     model, tail = ctx.model, ctx.cfg.tail_blocks
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
@@ -80,7 +79,7 @@ def _start(ctx: FitContext, kind: str, n_views: int) -> _Pass:
     weights, tid = backbone_id(model, tail), transform_id(transform)
     spaces = [namespace(model=arch, weights=weights, transform=tid, kind=kind, view=v, size=ctx.data_cfg.size,
                         **cut) for v in range(n_views)]
-    return _Pass(kind, transform, spaces)
+    return _Pass(kind, transform, spaces, ok=np.ones(n, bool))
 
 
 def _from_cache(cache: FeatureCache, images: ImageSet, job: _Pass) -> np.ndarray:
