@@ -11,7 +11,7 @@ What the loop works on is a `LoopData`, what it has produced a `LoopState` (auto
 `state_dict()` / `load_state_dict()` save and restore it, and callbacks read it.
 
 Callbacks: each trial callback gets `(record, state)` after its trial; each epoch callback gets
-every training epoch's record (see `classification.trainer.run_stage`) with `trial` added: the
+every training epoch's record (see `classification.train.stage.run_stage`) with `trial` added: the
 trial it trains for, or None for the final fit.
 
 Under torchrun every rank runs `fit` (extraction and fine-tuning are collective); rank 0 alone
@@ -34,9 +34,8 @@ from autolabel.state import LoopData, LoopState
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
-from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
+from classification.data import ImageSet, dedupe, stratified_split
 from classification.engine import FitResult, fit
-from classification.inference import predict
 
 _logger = logging.getLogger(__name__)
 
@@ -163,10 +162,8 @@ class PseudoLabeler:
     def _trial(self, trial: int) -> dict:
         result = self._fit_current(trial)
         views = self.loop.weak_views
-        pred = predict(result.model, self.data_.pool, result.data_cfg, self.cache,
-                       kind="eval" if views == 1 else "weak", n_views=views, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress,
-                       tail_blocks=self.train.tail_blocks)
+        pred = result.predict_probs(self.data_.pool, self.cache, kind="eval" if views == 1 else "weak",
+                                    n_views=views, progress=self.progress)
         self.state_.skipped += pred.skipped
         test_accuracy = self._accuracy(self._test_predictions(result))
         record = self._decide(trial, result, pred) if distributed.is_main() else None
@@ -197,10 +194,7 @@ class PseudoLabeler:
         test = self.data_.test
         if test is None or len(test) == 0:
             return None
-        pred = predict(result.model, test, result.data_cfg, self.cache, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers,
-                       tail_blocks=self.train.tail_blocks)
-        return np.where(pred.ok, pred.probs.argmax(1), UNLABELED)
+        return result.predict(test, self.cache)
 
     def _accuracy(self, test_pred: np.ndarray | None) -> float | None:
         if test_pred is None:

@@ -20,7 +20,6 @@ from autolabel import hooks
 from autolabel.audit import audit
 from autolabel.state import LoopState
 from classification.checkpoint import save_checkpoint
-from classification.config import TrainConfig
 from classification.fileio import write_csv, write_json, write_text
 
 
@@ -51,10 +50,10 @@ class RunWriter:
         """Write state.json: after it, the trial (or with `finished`, the whole run) is done."""
         write_json(self.out / "state.json", state.to_json(finished, **self.run_info))
 
-    def finish(self, state: LoopState, train: TrainConfig) -> dict:
+    def finish(self, state: LoopState) -> dict:
         """After the final fit: the checkpoint, the final dataset.csv and metrics.json."""
         model = state.model
-        save_checkpoint(self.out / "checkpoint", model.model, state.data.classes, train, model.data_cfg)
+        save_checkpoint(self.out / "checkpoint", model.model, state.data.classes, model.cfg, model.data_cfg)
         write_csv(self.out / "dataset.csv", dataset_frame(state))
         metrics = self._metrics(state)
         write_json(self.out / "metrics.json", metrics)

@@ -13,7 +13,6 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from autolabel.state import LoopState
-from classification.config import TrainConfig
 from classification.fileio import atomic_path, write_figure
 from classification.images import BadImage, decode
 from classification.metrics import confusion_png
@@ -23,11 +22,11 @@ _logger = logging.getLogger(__name__)
 THUMB, PAD, LABEL_W, TEXT_H, GAP = 64, 4, 110, 12, 16  # gallery layout, pixels
 
 
-def write_pictures(state: LoopState, out: str | Path, train: TrainConfig, cache) -> list[Path]:
+def write_pictures(state: LoopState, out: str | Path, cache) -> list[Path]:
     """Write the pictures a finished run's `LoopState` supports into `out`; returns their paths."""
     out = Path(out)
     written = []
-    confusion = confusion_matrix(state, out / "confusion_matrix.png", train, cache)
+    confusion = confusion_matrix(state, out / "confusion_matrix.png", cache)
     if confusion:
         written.append(confusion)
     acc = state.accepted
@@ -39,15 +38,15 @@ def write_pictures(state: LoopState, out: str | Path, train: TrainConfig, cache)
     return written
 
 
-def confusion_matrix(state: LoopState, path: Path, train: TrainConfig, cache) -> Path | None:
+def confusion_matrix(state: LoopState, path: Path, cache) -> Path | None:
     """The final model's confusion on the test split, or on the human validation split when no
     test split was given (in head mode with refit the final model has also trained on it)."""
     data = state.data
     if state.test_pred is not None:
         y_true, y_pred, title = data.test.labels, state.test_pred, "Test split"
     elif len(data.val):
-        y_true, y_pred = data.val.labels, _predict(state.model, data.val, train, cache)
-        seen = train.refit and state.model.mode == "head"
+        y_true, y_pred = data.val.labels, state.model.predict(data.val, cache)
+        seen = state.model.cfg.refit and state.model.mode == "head"
         title = "Validation split (seen by the refit)" if seen else "Validation split"
     else:
         return None
@@ -55,12 +54,6 @@ def confusion_matrix(state: LoopState, path: Path, train: TrainConfig, cache) ->
     return confusion_png(y_true[ok], y_pred[ok], data.classes, path, title=title)
 
 
-def _predict(model, images, t: TrainConfig, cache) -> np.ndarray:
-    from classification.inference import predict
-
-    pred = predict(model.model, images, model.data_cfg, cache, runtime=t.runtime,
-                   batch_size=t.batch_size, workers=t.workers, tail_blocks=t.tail_blocks)
-    return np.where(pred.ok, pred.probs.argmax(1), -1)
 
 
 def gallery_png(paths: list[str], labels: np.ndarray, confidence: np.ndarray, classes: list[str],

@@ -80,8 +80,8 @@ def run_loop(resolved: dict, inputs: RunInputs, out: Path, cache: FeatureCache, 
                             callbacks=[writer] + ([tracker] if tracker else []))
     try:
         labeler.fit(inputs.labeled, inputs.pool, test=inputs.test, resume=saved)
-        metrics = writer.finish(labeler.state_, train)
-        write_pictures(labeler.state_, out, train, cache)
+        metrics = writer.finish(labeler.state_)
+        write_pictures(labeler.state_, out, cache)
         writer.commit(labeler.state_, finished=True)
     except BaseException as e:
         if tracker:

@@ -38,7 +38,7 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
     target = load_labeled(test, classes=labeled.classes) if test else labeled.subset(val_idx)
     name = "test" if test else "val"
     if len(target):
-        target_scores, y_true, y_pred = score_images(result, target, cfg, cache, progress)
+        target_scores, y_true, y_pred = score_images(result, target, cache, progress)
         metrics[name] = {**target_scores, "report": report(y_true, y_pred, labeled.classes)}
         confusion_png(y_true, y_pred, labeled.classes, out / "confusion_matrix.png",
                       title=f"Confusion matrix ({name})")

@@ -23,6 +23,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from classification.cache import FeatureCache
+from classification.config import DEFAULT_MODEL
 from classification.data import load_unlabeled
 from classification.inference import predict
 from classification.models import backbone_features, classifier_module, create_classifier
@@ -48,7 +49,7 @@ def parse_args():
 def make_model() -> torch.nn.Module:
     """The benchmark model, with a random (seeded) head: the default zero head gives uniform
     probabilities, which would make the probability and argmax checks meaningless."""
-    model = create_classifier("efficientnet_lite0", 10).eval()
+    model = create_classifier(DEFAULT_MODEL, 10).eval()
     gen = torch.Generator().manual_seed(0)
     head = classifier_module(model)
     with torch.no_grad():

@@ -25,9 +25,10 @@ from autolabel.audit import audit, load_truth
 from autolabel.config import LoopConfig
 from autolabel.loop import PseudoLabeler
 from classification.cache import FeatureCache
-from classification.config import TrainConfig
+from classification.config import DEFAULT_MODEL, TrainConfig
+from classification.context import FitContext
 from classification.data import ImageSet, load_labeled, load_unlabeled
-from classification.inference import extract_features
+from classification.features import extract_features
 from classification.models import create_classifier
 from classification.transforms import data_config
 
@@ -60,18 +61,21 @@ def load(data: Path, k: int):
 
 
 def eval_features(images: ImageSet, size: int, cache: FeatureCache) -> np.ndarray:
-    model = create_classifier("efficientnet_lite0", 2)
-    return extract_features(model, images, data_config(model, size), cache).feats[0]
+    model = create_classifier(DEFAULT_MODEL, 2)
+    return extract_features(FitContext(model, TrainConfig(), data_config(model, size), cache), images).feats[0]
 
 
-def run_ours(name, lb, pool, test, truth, cache, seed, size, n_trials, tail=(0, 0)):
+def run_ours(name, sets, cache, seed, args):
+    """One row of ours on sets = (labelled, pool, test, pool truth), with the run's `args`
+    (img_size, n_trials, tail_blocks, tail_epochs)."""
+    (lb, pool, test, truth), n_trials = sets, args.n_trials
     loop = {"supervised": LoopConfig(n_trials=0), "fixed": LoopConfig(n_trials=n_trials, threshold=0.8, policy="fixed"),
             "flexmatch": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch"),
             "flexmatch_tail": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch"),
             "flexmatch_views": LoopConfig(n_trials=n_trials, threshold=0.8, policy="flexmatch", weak_views=4)}
-    train = TrainConfig(img_size=size, seed=seed)
+    train = TrainConfig(img_size=args.img_size, seed=seed)
     if name == "flexmatch_tail":
-        train = train.with_(tail_blocks=tail[0], tail_epochs=tail[1])
+        train = train.with_(tail_blocks=args.tail_blocks, tail_epochs=args.tail_epochs)
     if name == "oracle":
         full = pool.subset(np.flatnonzero(truth >= 0)).with_labels(truth[truth >= 0], lb.classes)
         lb, pool, loop_cfg = lb.concat(full), pool.subset([]), LoopConfig(n_trials=0)
@@ -117,8 +121,7 @@ def main() -> int:
             if name in ("selftraining", "labelspreading"):
                 runs.append(run_sklearn(name, feats["lb"], lb.labels, feats["pool"], feats["test"], test.labels, truth, seed))
             else:
-                runs.append(run_ours(name, lb, pool, test, truth, cache, seed, args.img_size, args.n_trials,
-                                     (args.tail_blocks, args.tail_epochs)))
+                runs.append(run_ours(name, (lb, pool, test, truth), cache, seed, args))
         rows[name] = {"runs": runs, "wall_s": (time.perf_counter() - t0) / len(seeds)}
         print(f"done {name}: {[round(r['test_accuracy'], 4) for r in runs]}", file=sys.stderr, flush=True)
     n_images = len(lb) + len(pool) + len(test)

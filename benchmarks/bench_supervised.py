@@ -23,10 +23,12 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from classification.cache import FeatureCache
-from classification.config import TrainConfig, resolve_device
+from classification.config import DEFAULT_MODEL, TrainConfig, resolve_device
+from classification.context import FitContext
 from classification.data import ImageSet, load_labeled, load_unlabeled, stratified_split
 from classification.engine import fit
-from classification.inference import extract_features, predict
+from classification.features import extract_features
+from classification.inference import predict
 from classification.models import create_classifier
 from classification.transforms import data_config
 
@@ -73,8 +75,7 @@ def warm_cache(cfg: TrainConfig, sets: dict, cache: FeatureCache) -> list[dict]:
     timed per set, so that the rows below time training alone."""
     model = create_classifier(cfg.model, len(sets["labeled"].classes), cfg.weights)
     data_cfg = data_config(model, cfg.img_size)
-    common = dict(runtime=cfg.runtime, device=resolve_device(cfg.device), batch_size=cfg.batch_size,
-                  workers=cfg.workers, n_ops=cfg.n_ops)
+    ctx = FitContext(model, cfg, data_cfg, cache, resolve_device(cfg.device))
     train_pool = sets["labeled"] if sets["pool"] is None else sets["labeled"].concat(sets["pool"])
     jobs = [("labeled", sets["labeled"], "eval"), ("test", sets["test"], "eval")]
     if sets["pool"] is not None:
@@ -85,7 +86,7 @@ def warm_cache(cfg: TrainConfig, sets: dict, cache: FeatureCache) -> list[dict]:
     for name, images, kind in jobs:
         hits0, misses0 = cache.hits, cache.misses
         start = time.perf_counter()
-        extract_features(model, images, data_cfg, cache, kind=kind, n_views=cfg.n_views, **common)
+        extract_features(ctx, images, kind=kind, n_views=cfg.n_views)
         views = 1 if kind == "eval" else cfg.n_views
         out.append({"set": name, "kind": kind, "views": views, "images": len(images),
                     "seconds": time.perf_counter() - start, "cache_hits": cache.hits - hits0,
@@ -113,11 +114,11 @@ def run_fit(images: ImageSet, seeds: list[int], cache: FeatureCache, test: Image
 
 
 def run_logreg(images: ImageSet, cache: FeatureCache, test: ImageSet) -> dict:
-    model = create_classifier("efficientnet_lite0", len(images.classes))
-    data_cfg = data_config(model, 224)
+    model = create_classifier(DEFAULT_MODEL, len(images.classes))
+    ctx = FitContext(model, TrainConfig(), data_config(model, 224), cache)
     start = time.perf_counter()
-    x_tr = extract_features(model, images, data_cfg, cache, kind="eval").feats[0]
-    x_te = extract_features(model, test, data_cfg, cache, kind="eval").feats[0]
+    x_tr = extract_features(ctx, images, kind="eval").feats[0]
+    x_te = extract_features(ctx, test, kind="eval").feats[0]
     clf = LogisticRegression(max_iter=2000).fit(x_tr, images.labels)
     acc = float((clf.predict(x_te) == test.labels).mean())
     return {"images": len(images), "acc": [acc], "mean": acc, "std": 0.0,

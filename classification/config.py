@@ -1,4 +1,8 @@
-"""Training configuration: one frozen dataclass, validated on construction."""
+"""Training configuration: one frozen dataclass, validated on construction.
+
+Names are checked against the registries themselves (`MODES`, `HEADS`, `LOSSES`, `OPTIMIZERS`,
+`RUNTIMES`), none of which loads torch, so checking a config stays cheap.
+"""
 from __future__ import annotations
 
 import math
@@ -6,27 +10,29 @@ import numbers
 import re
 from dataclasses import asdict, dataclass, fields, replace
 
+from classification import heads, losses
+from classification import runtime as runtimes
 from classification.errors import InputError
+from classification.registry import check_name
+from classification.train import modes, optimizers
 
-MODES = ("auto", "head", "finetune")
-RUNTIMES = ("auto", "onnx", "torch")  # kept here, so checking a config does not import torch
+DEFAULT_MODEL = "efficientnet_lite0"  # the default backbone; its ImageNet weights ship with the package
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-OPTIMIZERS = ("auto", "adamw", "sgd", "lbfgs")
-LOSSES = ("ce", "bce", "focal")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model: str = "efficientnet_lite0"   # any timm model name
+    model: str = DEFAULT_MODEL          # any timm model name
     weights: str | None = "auto"        # state-dict file, "auto" (packaged), "hub" (download), None (random)
     img_size: int | None = None         # None: the model's own input size
-    mode: str = "auto"                  # head (frozen backbone, cached features) | finetune | auto (finetune on CUDA)
-    head: str = "linear"                # linear | mlp
+    mode: str = "auto"                  # MODES: head (frozen backbone, cached features) | finetune
+                                        # | auto (finetune on CUDA)
+    head: str = "linear"                # HEADS: linear | mlp
     hidden: int = 512                   # width of the mlp head
-    loss: str = "ce"                    # ce | bce (one-hot) | focal
+    loss: str = "ce"                    # LOSSES: ce | bce (one-hot) | focal
     label_smoothing: float = 0.0        # for ce and bce; 0.1 is common when labels are plenty
     optimizer: str = "auto"             # auto (lbfgs for a linear head on cached features, else adamw)
-                                        # | adamw | sgd (momentum 0.9) | lbfgs (head mode, full batch)
+                                        # | OPTIMIZERS: adamw | sgd (momentum 0.9) | lbfgs (head mode, full batch)
     l2: float = 0.01                    # lbfgs: L2 penalty on the head weights, on the mean-loss scale
     lr: float = 3e-3                    # head learning rate; the backbone gets lr * backbone_lr_mult
     weight_decay: float = 1e-4
@@ -53,15 +59,16 @@ class TrainConfig:
     backbone_lr_mult: float = 0.1
     workers: int | None = None          # DataLoader decoding workers; None: cores - 1
     device: str = "auto"                # auto | cpu | cuda[:i]
-    runtime: str = "auto"               # backbone runtime for features: auto (onnx on CPU) | onnx | torch
+    runtime: str = "auto"               # backbone runtime for features: auto (onnx on CPU, torch on CUDA)
+                                        # | RUNTIMES: onnx | torch
     seed: int = 0
 
     def __post_init__(self):
         check_field_types(self)
-        _check_choice("mode", self.mode, MODES)
-        _check_choice("optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice("loss", self.loss, LOSSES)
-        _check_choice("head", self.head, ("linear", "mlp"))
+        check_name("mode", self.mode, ("auto", *modes.MODES))
+        check_name("optimizer", self.optimizer, ("auto", *optimizers.OPTIMIZERS))
+        check_name("loss", self.loss, losses.LOSSES)
+        check_name("head", self.head, heads.HEADS)
         for name in ("lr", "batch_size", "hidden"):
             if getattr(self, name) <= 0:
                 raise InputError(f"{name} must be positive, got {getattr(self, name)}")
@@ -75,7 +82,7 @@ class TrainConfig:
             raise InputError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if self.workers is not None and self.workers < 0:
             raise InputError(f"workers must be >= 0 (or unset for cores - 1), got {self.workers}")
-        _check_choice("runtime", self.runtime, RUNTIMES)
+        check_name("runtime", self.runtime, ("auto", *runtimes.RUNTIMES))
         if not 0 <= self.seed < 2**32:  # numpy's and torch's seeding range
             raise InputError(f"seed must be in [0, 2**32), got {self.seed}")
         if not DEVICE.fullmatch(self.device):
@@ -167,7 +174,3 @@ def _finite(value: numbers.Real) -> bool:
     except OverflowError:  # an int too large for a float
         return False
 
-
-def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:
-    if value not in valid:
-        raise InputError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")

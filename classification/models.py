@@ -18,10 +18,11 @@ import torch
 from torch import nn
 
 from classification.errors import InputError, first_line
+from classification.heads import HEADS
+from classification.registry import lookup
 
 _logger = logging.getLogger(__name__)
 
-HEADS = ("linear", "mlp")
 FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
 
 
@@ -35,8 +36,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
     import timm
 
     check_model_name(name)
-    if head not in HEADS:
-        raise InputError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    attach_head = lookup("head", HEADS, head)
     hub = weights == "hub"
     try:
         model = timm.create_model(name, pretrained=hub, num_classes=num_classes, drop_rate=drop_rate)
@@ -47,16 +47,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
         raise
     if weights not in (None, "hub"):
         _load_backbone(model, name, weights)
-    width = model.get_classifier().in_features
-    if head == "mlp":
-        model.reset_classifier(0)
-        model.classifier = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True),
-                                         nn.Dropout(0.2), nn.Linear(hidden, num_classes))
-    else:
-        # A zero-initialised linear head starts from the minimum-norm solution; timm's wide random
-        # init leaves noise in the many directions a few labelled images never constrain.
-        nn.init.zeros_(model.get_classifier().weight)
-        nn.init.zeros_(model.get_classifier().bias)
+    attach_head(model, num_classes, hidden)
     return model
 
 
@@ -90,6 +81,23 @@ def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+class _Features(nn.Module):
+    """Images -> pooled pre-logit features: the whole backbone as one module (to export or run)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return backbone_features(self.model, x)
+
+
+def frozen_part(model: nn.Module, tail_blocks: int = 0) -> nn.Module:
+    """What runs once per (image, view): the whole backbone to pooled features, or the trunk
+    before the last `tail_blocks` blocks."""
+    return split_model(model, tail_blocks)[0] if tail_blocks else _Features(model)
 
 
 class _Trunk(nn.Module):
@@ -133,6 +141,13 @@ def split_model(model: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn.Modul
     if not 0 < tail_blocks <= len(model.blocks):
         raise InputError(f"tail_blocks must be in 1..{len(model.blocks)}, got {tail_blocks}")
     return _Trunk(model, tail_blocks), _Tail(model, tail_blocks)
+
+
+@torch.inference_mode()
+def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, int]:
+    """(C, H, W) of the feature map entering the last `tail_blocks` blocks at input `size`."""
+    trunk = split_model(model, tail_blocks)[0].eval()
+    return tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:])
 
 
 def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:

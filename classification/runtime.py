@@ -4,6 +4,10 @@ On CPU the backbone runs through ONNX Runtime: exported once with the TorchScrip
 (dynamic batch axis) and cached under the feature cache, keyed by architecture, backbone weights
 and input size. On CUDA it runs eagerly in channels_last with autocast. Both return the pooled
 pre-logit features as float32 numpy, and the ONNX path matches eager PyTorch to float tolerance.
+
+`RUNTIMES` maps a runtime's name to its runner factory. torch and ONNX Runtime are imported when
+a runner is made, not when this module loads, so `TrainConfig` checks its `runtime` against this
+very dict without loading either.
 """
 from __future__ import annotations
 
@@ -11,55 +15,58 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
-from classification.config import RUNTIMES
 from classification.fileio import atomic_path
-from classification.models import backbone_features, backbone_id, split_model
+from classification.registry import check_name
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-Runner = Callable[[torch.Tensor], np.ndarray]
+Runner = Callable[["torch.Tensor"], np.ndarray]
 
 
 def resolve_runtime(runtime: str, device: str) -> str:
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    """`auto` becomes onnx on CPU and torch on CUDA; an unknown name is an `InputError`."""
+    check_name("runtime", runtime, ("auto", *RUNTIMES))
     if runtime == "auto":
         return "torch" if device.startswith("cuda") else "onnx"
     return runtime
 
 
-class _Features(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return backbone_features(self.model, x)
-
-
-def frozen_part(model: nn.Module, tail_blocks: int = 0) -> nn.Module:
-    """What runs once per (image, view): the whole backbone to pooled features, or the trunk
-    before the last `tail_blocks` blocks."""
-    return split_model(model, tail_blocks)[0] if tail_blocks else _Features(model)
-
-
 def make_runner(model: nn.Module, size: int, runtime: str, device: str,
                 cache_root: Path | None, tail_blocks: int = 0) -> Runner:
     """A function from a batch (B, 3, size, size) to flattened frozen-part outputs (B, D) numpy."""
-    runtime = resolve_runtime(runtime, device)
-    model = model.eval()
-    if runtime == "onnx":
-        return _onnx_runner(model, size, cache_root, tail_blocks)
-    return _torch_runner(frozen_part(model, tail_blocks), device)
+    factory = RUNTIMES[resolve_runtime(runtime, device)]
+    return factory(model.eval(), size, device, cache_root, tail_blocks)
 
 
-def _torch_runner(part: nn.Module, device: str) -> Runner:
+def _onnx(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
+    """ONNX Runtime on the CPU, from the export cached under `cache_root` (made once)."""
+    from classification.models import frozen_part
+
+    return onnx_file_runner(frozen_part(model, tail_blocks), size, onnx_path(model, size, cache_root, tail_blocks))
+
+
+def _torch(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
+    """Eager PyTorch on `device`."""
+    from classification.models import frozen_part
+
+    return torch_runner(frozen_part(model, tail_blocks), device)
+
+
+RUNTIMES = {"onnx": _onnx, "torch": _torch}
+
+
+def torch_runner(part: nn.Module, device: str) -> Runner:
+    """Run `part` eagerly (channels_last; autocast on CUDA) and return flattened float32 numpy."""
+    import torch
+
     cuda = device.startswith("cuda")
     part = part.to(device=device, memory_format=torch.channels_last)
 
@@ -73,12 +80,15 @@ def _torch_runner(part: nn.Module, device: str) -> Runner:
     return run
 
 
-def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int) -> Runner:
+def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
+    """Run `part` through ONNX Runtime on the CPU from `path`, exporting it there first if it is
+    missing, and once more if the file is damaged. `path` must name `part`'s weights (a hash),
+    since an existing file is trusted."""
     import onnxruntime as ort
+    import torch
 
-    path = onnx_path(model, size, cache_root, tail_blocks)
     if not path.is_file():
-        export_onnx(frozen_part(model, tail_blocks), size, path)
+        export_onnx(part, size, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -86,7 +96,7 @@ def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_bloc
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # a damaged export: rebuild it once
         _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(frozen_part(model, tail_blocks), size, path)
+        export_onnx(part, size, path)
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
@@ -98,6 +108,8 @@ def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_bloc
 
 
 def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:
+    from classification.models import backbone_id
+
     root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
     cut = f"-cut{tail_blocks}" if tail_blocks else ""
@@ -106,6 +118,8 @@ def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks:
 
 def export_onnx(part: nn.Module, size: int, path: Path) -> None:
     """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically."""
+    import torch
+
     _logger.info("exporting %s to ONNX (once per backbone and input size)", path.name)
     dummy = torch.zeros(2, 3, size, size)
     with atomic_path(path) as tmp, warnings.catch_warnings():

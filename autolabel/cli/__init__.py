@@ -22,6 +22,7 @@ from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, progress_enabled, setup_logging
 from autolabel.cli.run import run_loop
 from autolabel.settings import RunRequest, disk_full_message
+from classification.config import DEFAULT_MODEL
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
 
@@ -56,7 +57,7 @@ def root(
     balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share (default: 1.5; 0 = off)."),
     views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool (default: 1)."),
     ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images far from every human label (default: on)."),
-    model: Optional[str] = typer.Option(None, help="timm model (default: efficientnet_lite0)."),
+    model: Optional[str] = typer.Option(None, help=f"timm model (default: {DEFAULT_MODEL})."),
     img_size: Optional[int] = typer.Option(None, help="Input size (default: the model's)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
     mlflow: bool = typer.Option(True, "--mlflow/--no-mlflow", help="Track the run in MLflow (default: on)."),

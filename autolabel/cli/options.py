@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from typer.models import OptionInfo
 
-from classification.config import TrainConfig
+from classification.config import DEFAULT_MODEL
 from classification.errors import InputError
 
 # where images come from and where features are cached
@@ -15,7 +15,7 @@ WORKERS = typer.Option(None, "--workers", help="Decoding workers (default: cores
 IMG_SIZE = typer.Option(None, "--img-size", help="Input size (default: the model's).")
 
 # the classifier that `train` and `lr-find` build
-MODEL = typer.Option(TrainConfig.model, "--model", help="Any timm model name.")
+MODEL = typer.Option(DEFAULT_MODEL, "--model", help="Any timm model name.")
 WEIGHTS = typer.Option(None, "--weights", help="Backbone state-dict file.")
 PRETRAINED = typer.Option(None, "--pretrained/--no-pretrained",
                           help="Download timm hub weights / start from random weights.")
@@ -24,7 +24,7 @@ LOSS = typer.Option("ce", "--loss", help="ce | bce | focal.")
 SEED = typer.Option(0, "--seed", help="Random seed.")
 
 # the backbone that `index` and `ood` embed with
-BACKBONE = typer.Option(TrainConfig.model, "--model", help="timm backbone for the embeddings.")
+BACKBONE = typer.Option(DEFAULT_MODEL, "--model", help="timm backbone for the embeddings.")
 THREADS = typer.Option(0, "--threads", help="FAISS threads (default: all cores).")
 
 # MLflow for the commands besides the loop; what they leave unset comes from the root command's

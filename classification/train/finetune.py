@@ -5,81 +5,111 @@ CPU run is repeatable whatever the worker count. AMP and channels_last on CUDA.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 from torch import nn
 
 from classification import distributed
-from classification.cache import FeatureCache
-from classification.config import TrainConfig
+from classification.context import FitContext
 from classification.data import ImageSet
 from classification.datasets import ImageDataset, make_loader, view_seed
 from classification.losses import create_loss
 from classification.metrics import no_validation, scores
 from classification.models import classifier_module
-from classification.trainer import create_optimizer, run_stage
+from classification.train.optimizers import create_optimizer
+from classification.train.stage import Stage, run_stage
 from classification.transforms import create_transform
 
+if TYPE_CHECKING:
+    from classification.config import TrainConfig
 
-def fit_finetune(model: nn.Module, cfg: TrainConfig, data_cfg, train: ImageSet, val: ImageSet,
-                 cache: FeatureCache, strong, sample_weight, device, progress, on_epoch):
-    cuda = device.startswith("cuda")
-    model.to(device=device, memory_format=torch.channels_last)
+
+def fit_finetune(ctx: FitContext, train: ImageSet, val: ImageSet, strong: np.ndarray, sample_weight: np.ndarray):
+    """Stage 1 (head only), then stage 2 (unfrozen backbone); returns (history, best epoch's
+    record, skipped files)."""
+    model, cfg = ctx.model, ctx.cfg
+    model.to(device=ctx.device, memory_format=torch.channels_last)
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     head = classifier_module(model)
-    tf = {k: create_transform(k, data_cfg, cfg.n_ops) for k in ("eval", "weak", "strong")}
-    labels = torch.from_numpy(train.labels)
-    weights = torch.from_numpy(sample_weight)
-    skipped: list[tuple[str, str]] = []
-
-    def train_epoch_for(stage_offset: int):
-        net = _wrap(model, device)  # DistributedDataParallel under torchrun, else the model itself
-
-        def train_epoch(epoch: int) -> float:
-            model.train()
-            _freeze_batchnorm(model)
-            if not any(p.requires_grad for n, p in model.named_parameters() if not _is_head(model, n)):
-                model.eval()  # stage 1: nothing but the head trains
-                head.train()
-            loader = _train_loader(train, strong, tf, cfg, stage_offset + epoch)
-            total, total_w = 0.0, 0.0
-            for idx, x, bad in loader:
-                skipped.extend((train.paths[i], why) for i, why in bad if epoch == 0)
-                x = (x[:, 0] if x is not None else torch.zeros(1, 3, data_cfg.size, data_cfg.size))
-                x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                y, w = labels[idx].to(device), weights[idx].to(device)
-                with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
-                    logits = net(x).float()
-                # a rank with no decodable image in this batch still joins the gradient sync
-                local = loss_fn(logits, y, w) * w.sum() if len(idx) else logits.sum() * 0.0
-                batch_w, batch_loss = distributed.all_sum(float(w.sum()), float(local.detach()))
-                # the global batch's weighted mean; DDP averages the ranks' gradients, hence * world
-                loss = local * (distributed.world_size() / max(batch_w, 1e-12))
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                total, total_w = total + batch_loss, total_w + batch_w
-            return total / max(total_w, 1e-12)
-        return train_epoch
-
-    evaluate = _evaluator(model, val, tf["eval"], cfg, device, loss_fn)
+    tf = {k: create_transform(k, ctx.data_cfg, cfg.n_ops) for k in ("eval", "weak", "strong")}
+    epochs = _Epochs(ctx, train, strong, sample_weight, tf, loss_fn)
+    evaluate = _evaluator(model, val, tf["eval"], cfg, ctx.device, loss_fn)
     history: list[dict] = []
     _freeze_backbone(model, head)
     optimizer = cfg.resolved_optimizer("finetune")
     opt = create_optimizer(optimizer, [{"params": head.parameters(), "lr": cfg.lr}], cfg.weight_decay)
-    best = run_stage(model, train_epoch_for(0), evaluate, opt, cfg.stage1_epochs, cfg, "stage1",
-                     history, on_epoch, progress)
+    best = run_stage(ctx, model, Stage("stage1", cfg.stage1_epochs, epochs.for_stage(0, opt), evaluate, opt),
+                     history)
     if cfg.stage2_epochs:
         backbone = _unfreeze(model, head, cfg.unfreeze_blocks)
         opt = create_optimizer(optimizer, [{"params": head.parameters(), "lr": cfg.lr},
-                                               {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}],
+                                           {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}],
                                cfg.weight_decay)
-        best = run_stage(model, train_epoch_for(cfg.stage1_epochs), evaluate, opt, cfg.stage2_epochs,
-                         cfg, "stage2", history, on_epoch, progress)
-    skipped = [s for part in distributed.gather(skipped) or [] for s in part]
+        stage = Stage("stage2", cfg.stage2_epochs, epochs.for_stage(cfg.stage1_epochs, opt), evaluate, opt)
+        best = run_stage(ctx, model, stage, history)
+    skipped = [s for part in distributed.gather(epochs.skipped) or [] for s in part]
     return history, best, skipped
+
+
+class _Epochs:
+    """Training epochs on decoded images: weak views for human labels, strong for pseudo-labels,
+    AMP on CUDA, under DistributedDataParallel with torchrun."""
+
+    def __init__(self, ctx: FitContext, train: ImageSet, strong: np.ndarray, sample_weight: np.ndarray,
+                 tf: dict, loss_fn):
+        self.ctx, self.train, self.strong, self.tf, self.loss_fn = ctx, train, strong, tf, loss_fn
+        self.labels, self.weights = torch.from_numpy(train.labels), torch.from_numpy(sample_weight)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.startswith("cuda"))
+        self.skipped: list[tuple[str, str]] = []
+
+    def for_stage(self, stage_offset: int, opt):
+        """The stage's `train_epoch(epoch)`: its epochs are numbered from `stage_offset` for the
+        augmentation seeds, so stage 2 never repeats stage 1's views."""
+        net = _wrap(self.ctx.model, self.ctx.device)  # DistributedDataParallel under torchrun, else the model
+
+        def train_epoch(epoch: int) -> float:
+            _train_mode(self.ctx.model)
+            loader = _train_loader(self.train, self.strong, self.tf, self.ctx.cfg, stage_offset + epoch)
+            total, total_w = 0.0, 0.0
+            for idx, x, bad in loader:
+                self.skipped.extend((self.train.paths[i], why) for i, why in bad if epoch == 0)
+                batch_w, batch_loss = self._step(net, opt, idx, x)
+                total, total_w = total + batch_loss, total_w + batch_w
+            return total / max(total_w, 1e-12)
+
+        return train_epoch
+
+    def _step(self, net, opt, idx, x) -> tuple[float, float]:
+        """One optimiser step on a batch; (its weight, its weighted loss) summed over the ranks."""
+        device, size = self.ctx.device, self.ctx.data_cfg.size
+        cuda = device.startswith("cuda")
+        x = (x[:, 0] if x is not None else torch.zeros(1, 3, size, size))
+        x = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        y, w = self.labels[idx].to(device), self.weights[idx].to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=cuda):
+            logits = net(x).float()
+        # a rank with no decodable image in this batch still joins the gradient sync
+        local = self.loss_fn(logits, y, w) * w.sum() if len(idx) else logits.sum() * 0.0
+        batch_w, batch_loss = distributed.all_sum(float(w.sum()), float(local.detach()))
+        # the global batch's weighted mean; DDP averages the ranks' gradients, hence * world
+        loss = local * (distributed.world_size() / max(batch_w, 1e-12))
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(opt)
+        self.scaler.update()
+        return batch_w, batch_loss
+
+
+def _train_mode(model: nn.Module) -> None:
+    """Training mode, but with the pretrained BatchNorm statistics, and in stage 1 (nothing but the
+    head trains) the backbone in eval mode."""
+    model.train()
+    _freeze_batchnorm(model)
+    if not any(p.requires_grad for n, p in model.named_parameters() if not _is_head(model, n)):
+        model.eval()
+        classifier_module(model).train()
 
 
 def _train_loader(train: ImageSet, strong: np.ndarray, tf: dict, cfg: TrainConfig, epoch: int):

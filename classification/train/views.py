@@ -1,4 +1,5 @@
-"""`ViewStore`: head mode's training views, (N, 1 + V, D) float16 in an unnamed temporary file.
+"""Head mode's training views: `training_views()` extracts them, a `ViewStore` holds them,
+(N, 1 + V, D) float16 in an unnamed temporary file.
 
 A fit over a large pool would otherwise hold every view of every image in memory (1 + V vectors of
 D floats per image). The store is written one block of images at a time and read back one block
@@ -14,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from classification.context import FitContext
+from classification.data import ImageSet
+from classification.features import extract_features
 
 BLOCK_BYTES = 64 << 20  # a read block: bounds the features held in memory at once
 
@@ -92,3 +97,32 @@ class ViewStore:
         slots = np.arange(self.n_slots)[None, :] < distinct[:, None]
         out[rows] = np.where(slots, (weight[rows] / distinct)[:, None], 0.0)
         return out
+
+
+def training_views(ctx: FitContext, images: ImageSet, strong: np.ndarray) -> tuple[ViewStore, np.ndarray, list]:
+    """Every image's 1 + V views in a `ViewStore` (images without augmented views repeat the eval
+    view), its ok mask, and the skipped files. Extracted a chunk of images at a time, so only
+    one chunk of float32 features is in memory at once."""
+    cfg = ctx.cfg
+    weak = ~strong if cfg.augment_human else np.zeros_like(strong)
+    store, ok, skipped = None, np.ones(len(images), bool), []
+    for rows, chunk in images.chunks():
+        base = extract_features(ctx, chunk, kind="eval")
+        skipped += base.skipped
+        ok[rows] = base.ok
+        if base.feats.shape[-1] == 0:  # nothing in this chunk could be decoded
+            continue
+        if store is None:
+            store = ViewStore(len(images), 1 + cfg.n_views, base.feats.shape[-1], folder=ctx.cache.root)
+        block = np.repeat(base.feats[0][:, None], 1 + cfg.n_views, axis=1)
+        for kind, mask in (("weak", weak[rows]), ("strong", strong[rows])):
+            idx = np.flatnonzero(mask & base.ok)
+            if cfg.n_views and len(idx):
+                aug = extract_features(ctx, chunk.subset(idx), kind=kind, n_views=cfg.n_views)
+                block[idx, 1:] = aug.feats.transpose(1, 0, 2)
+                store.distinct[rows[idx]] = 1 + cfg.n_views
+                ok[rows[idx]] &= aug.ok
+        store.write(int(rows[0]), block)
+    if store is None:
+        store = ViewStore(len(images), 1 + cfg.n_views, 0, folder=ctx.cache.root)
+    return store, ok, skipped
