@@ -35,7 +35,7 @@ from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import ImageSet, dedupe, stratified_split
-from classification.engine import FitResult, fit
+from classification.engine import FitResult, fit, sized
 
 _logger = logging.getLogger(__name__)
 
@@ -104,6 +104,7 @@ class PseudoLabeler:
     # -- the run ---------------------------------------------------------------------------
     def _prepare(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None) -> None:
         labeled, pool = dedupe(labeled, unlabeled)
+        self.train = sized(self.train, labeled.paths + pool.paths)
         tr, va = stratified_split(labeled.labels, self.train.val_fraction, self.train.seed)
         self.data_ = LoopData(labeled, pool, labeled.subset(tr), labeled.subset(va), test)
         self.policy_ = create_policy(self.loop.policy, threshold=self.loop.threshold,

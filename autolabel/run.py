@@ -27,6 +27,7 @@ from autolabel.state import LoopState
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig, resolve_device
+from classification.engine import sized
 from classification.data import ImageSet, dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
 from classification.models import check_model_name
@@ -139,6 +140,8 @@ def _execute(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> 
         labeler.fit(inputs.labeled, inputs.pool, inputs.test, resume=state)
         return None
     inputs = RunInputs.load(resolved["data"])
+    train_cfg = sized(train_cfg, inputs.labeled.paths + inputs.pool.paths)
+    resolved = {**resolved, "train": {**resolved["train"], "img_size": train_cfg.img_size}}  # config.yaml says what ran
     cache = open_cache(req.cache_dir)
     tracker = _tracker(req.tracking, out, resolved, train_cfg, state.get("mlflow_run_id") if state else None)
     run_info = {"mlflow_run_id": tracker.run_id if tracker else None,

@@ -16,7 +16,7 @@ from classification.errors import InputError
 from classification.registry import check_name
 from classification.train import modes, optimizers
 
-DEFAULT_MODEL = "efficientnet_lite0"  # the default backbone; its ImageNet weights ship with the package
+DEFAULT_MODEL = "tf_efficientnet_lite0"  # the default backbone; its ImageNet weights ship with the package
 DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 

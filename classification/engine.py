@@ -5,7 +5,7 @@ The modes share the epoch loop in `train/stage.py`. A `FitResult` predicts with 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from torch import nn
@@ -20,7 +20,7 @@ from classification.models import create_classifier
 from classification.registry import lookup
 from classification.train.modes import MODES
 from classification.train.stage import seed_everything
-from classification.transforms import DataConfig, data_config
+from classification.transforms import DataConfig, choose_size, data_config
 
 
 @dataclass
@@ -49,6 +49,12 @@ class FitResult:
         return np.where(pred.ok, pred.probs.argmax(1), UNLABELED)
 
 
+def sized(cfg: TrainConfig, paths: list[str]) -> TrainConfig:
+    """`cfg` with its input size chosen from the model and the images at `paths` when unset
+    (`transforms.auto_size`); an explicit `img_size` is kept."""
+    return cfg if cfg.img_size is not None else replace(cfg, img_size=choose_size(cfg.model, paths))
+
+
 def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet, cache: FeatureCache, *,
         strong: np.ndarray | None = None, sample_weight: np.ndarray | None = None,
         progress: bool = False, on_epoch: EpochCallback | None = None) -> FitResult:
@@ -61,6 +67,7 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet, cache: FeatureCache, *
     """
     if len(train) == 0:
         raise InputError("no training images")
+    cfg = sized(cfg, train.paths)
     n = len(train)
     strong = np.zeros(n, bool) if strong is None else np.asarray(strong, bool)
     sample_weight = np.ones(n, np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)

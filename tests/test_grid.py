@@ -64,7 +64,7 @@ def test_grid_is_one_parent_run_with_a_child_per_combination(grid_run):
     for child in children:
         params = child.data.params
         assert child.info.run_name == f"threshold={params['threshold']},policy={params['policy']}"
-        assert (params["mode"], params["model"], params["loop.n_trials"]) == ("head", "efficientnet_lite0", "1")
+        assert (params["mode"], params["model"], params["loop.n_trials"]) == ("head", "tf_efficientnet_lite0", "1")
         assert params["loop.threshold"] == params["threshold"] and params["train.img_size"] == "128"
         assert FINAL <= set(child.data.metrics)
         row = grid.loc[child.info.run_name]

@@ -182,7 +182,7 @@ def test_server_gets_a_parent_run_and_one_child_per_trial(server, sample, cache_
     for run in [parents[0], *children]:
         params = run.data.params
         assert (params["threshold"], params["policy"], params["mode"], params["model"]) == \
-            ("0.8", "flexmatch", "head", "efficientnet_lite0")
+            ("0.8", "flexmatch", "head", "tf_efficientnet_lite0")
         assert params["train.img_size"] == "128" and params["loop.n_trials"] == "2"
     assert children[1].data.params["trial"] == "2"
 
