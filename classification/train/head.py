@@ -16,6 +16,7 @@ from classification import distributed
 from classification.context import FitContext
 from classification.data import ImageSet
 from classification.errors import InputError
+from classification.featurenorm import eval_slot_weights, fit_centre
 from classification.losses import create_loss
 from classification.models import classifier_module
 from classification.train.optimizers import create_optimizer
@@ -47,6 +48,8 @@ def _fit_views(ctx: FitContext, data: ViewSet):
     if ctx.cfg.tail_blocks:
         return fit_tail(ctx, data)
     cfg, head, tr, va = ctx.cfg, classifier_module(ctx.model), data.tr, data.va
+    weights = eval_slot_weights(data.views.n, data.views.n_slots, np.concatenate([tr, va]))
+    fit_centre(head, ((feats, w) for feats, _, _, w in data.views.blocks(weights)))
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
     gen = torch.Generator().manual_seed(cfg.seed)
     evaluate = feature_evaluator(head, data.views.take(np.zeros(len(va), np.int64), va), data.y[va], loss_fn,
