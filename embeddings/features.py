@@ -1,4 +1,4 @@
-"""Embeddings of images: the backbone's pooled features (eval view), L2-normalised.
+"""Embeddings of images: the backbone's pooled features (eval view), square-rooted and L2-normalised.
 
 They come from `classification.features`, so they share the feature cache with training: an
 image embedded for the index costs nothing when the loop later needs it, and vice versa.
@@ -23,6 +23,12 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), np.float32)
+
+
+def spherical(feats: np.ndarray) -> np.ndarray:
+    """The pooled features as distances should see them: square-rooted (a few large activations
+    no longer dominate) and L2-normalised, as the classifier's `FeatureNorm` does before centring."""
+    return l2_normalize(np.sqrt(np.maximum(feats, 0.0)))
 
 
 @dataclass
@@ -53,11 +59,11 @@ class Embedder:
     def provenance(self) -> dict:
         return {"model": self.model_name, "weights_id": backbone_id(self.model),
                 "transform": transform_id(create_transform("eval", self.data_cfg)),
-                "img_size": self.data_cfg.size}
+                "img_size": self.data_cfg.size, "embedding": "sqrt-l2"}
 
     def __call__(self, images: ImageSet) -> Embedded:
         if len(images) == 0:
             return Embedded(np.zeros((0, 0), np.float32), np.zeros(0, bool), [])
         f = extract_features(self.ctx, images, kind="eval")
         feats = f.feats[0] if f.feats.shape[-1] else np.zeros((len(images), 0), np.float32)
-        return Embedded(l2_normalize(feats), f.ok, f.skipped)
+        return Embedded(spherical(feats), f.ok, f.skipped)
