@@ -5,7 +5,7 @@
 
 Each seed draws its own human labels (benchmarks/ssl_data.py). Rows: supervised only,
 scikit-learn SelfTrainingClassifier(LogisticRegression, 0.8) and LabelSpreading(kNN) on the
-features our head sees, our loop under each selection policy named (any of autolabel.policies'
+raw features our head starts from, our loop under each selection policy named (any of autolabel.policies'
 POLICIES), `default` (the loop's defaults) and the oracle (the pool labelled with its truth).
 Columns: test accuracy, precision and coverage of the accepted labels, the loop's own estimate of
 their precision, wall time. Writes benchmarks/results/bench_ssl.json and, per setting, a

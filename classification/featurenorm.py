@@ -20,11 +20,15 @@ EPS = 1e-6  # keeps the square root's gradient finite at 0 (finetune mode trains
 
 
 class FeatureNorm(nn.Module):
-    """x -> normalise(normalise(max(x, 0) ** 0.5) - centre); the centre is fitted, not trained."""
+    """x -> sqrt(D) * normalise(normalise(max(x, 0) ** 0.5) - centre); the centre is fitted, not
+    trained. The sqrt(D) scale (unit variance per dimension on average) keeps logits, and so the
+    confidences a threshold reads, on the scale raw features gave at the same L2 penalty: unit
+    vectors under `l2: 0.01` never reached 0.8 confidence with 4 labels per class."""
 
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("centre", torch.zeros(dim))
+        self.scale = float(dim) ** 0.5
 
     @staticmethod
     def spherical(x: torch.Tensor) -> torch.Tensor:
@@ -32,7 +36,7 @@ class FeatureNorm(nn.Module):
         return nn.functional.normalize(x.clamp_min(0).add(EPS).pow(POWER), dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.spherical(x) - self.centre, dim=-1)
+        return self.scale * nn.functional.normalize(self.spherical(x) - self.centre, dim=-1)
 
 
 def feature_norm(head: nn.Module) -> FeatureNorm | None:
