@@ -116,7 +116,9 @@ class JointLoss:
         return self.loss_fn(out.logits.float(), y, w) + self.weight * rot
 
     def record(self, train_loss: float) -> dict:
-        """The epoch's training record (`run_stage` prefixes `train_`); starts the next epoch."""
+        """The epoch's training record (`run_stage` prefixes `train_`): `loss` is the total the
+        optimiser saw (class + weight x rotation), `rot_*` the rotation part; starts the next epoch.
+        Under torchrun the rotation numbers are this rank's."""
         loss_sum, correct, n = self.totals.tolist()
         self.totals = np.zeros(3)
         return {"loss": train_loss, "rot_loss": loss_sum / max(n, 1), "rot_accuracy": correct / max(n, 1)}
