@@ -21,6 +21,7 @@ from autolabel.audit import audit
 from autolabel.state import LoopState
 from classification.checkpoint import save_checkpoint
 from classification.fileio import write_csv, write_json, write_text
+from classification.train.rotation import rotation_summary
 
 
 class RunWriter:
@@ -67,6 +68,7 @@ class RunWriter:
                  "ood_guard": state.guards.get("ood", {}).get("summary")}
         if state.model is not None:  # the final fit is done
             final["test_accuracy"] = state.test_accuracy
+            final.update(rotation_summary(state.model.best))  # aux_rotation's head, if trained with it
         if self.truth is not None:
             final["audit"] = audit(state.labels, self.truth, state.data.classes)
         return {"trials": state.history, "final": final}

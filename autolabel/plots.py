@@ -1,6 +1,7 @@
 """The pictures a run leaves next to its dataset (and logs to MLflow):
 
     confusion_matrix.png  the final model on the test split (else on the validation split)
+    rotation_confusion.png  with aux_rotation: the final fit's rotation head on the validation split
     gallery.png           per class, the 8 most and the 8 least confident accepted pseudo-labels
     thresholds.png        each class's acceptance threshold over the trials
 """
@@ -16,6 +17,7 @@ from autolabel.state import LoopState
 from classification.fileio import atomic_path, write_figure
 from classification.images import BadImage, decode
 from classification.metrics import confusion_png
+from classification.train.rotation import rotation_png
 
 _logger = logging.getLogger(__name__)
 
@@ -29,6 +31,9 @@ def write_pictures(state: LoopState, out: str | Path, cache) -> list[Path]:
     confusion = confusion_matrix(state, out / "confusion_matrix.png", cache)
     if confusion:
         written.append(confusion)
+    rotation = rotation_png(state.model.best, out / "rotation_confusion.png") if state.model else None
+    if rotation:
+        written.append(rotation)
     acc = state.accepted
     if len(acc):
         written.append(gallery_png([state.data.pool.paths[i] for i in acc], state.labels[acc],

@@ -17,6 +17,7 @@ from classification.folds import cross_validate, score_images, summarize
 from classification.inference import predict
 from classification.lr_find import lr_find, lr_find_png
 from classification.metrics import confusion_png, report
+from classification.train.rotation import rotation_png
 
 _logger = logging.getLogger(__name__)
 
@@ -25,7 +26,8 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
                      test: str | Path | None = None, progress: bool = False) -> dict:
     """Split human labels, fit, evaluate on validation (and `test`), and write a checkpoint folder.
 
-    Writes model.pt, classes.json, config.json, metrics.json and confusion_matrix.png to `out`.
+    Writes model.pt, classes.json, config.json, metrics.json and confusion_matrix.png to `out`
+    (with aux_rotation also rotation_confusion.png; its numbers are in metrics.json's best_epoch).
     """
     labeled = load_labeled(data_clean)
     train_idx, val_idx = stratified_split(labeled.labels, cfg.val_fraction, cfg.seed)
@@ -42,6 +44,7 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
         metrics[name] = {**target_scores, "report": report(y_true, y_pred, labeled.classes)}
         confusion_png(y_true, y_pred, labeled.classes, out / "confusion_matrix.png",
                       title=f"Confusion matrix ({name})")
+    rotation_png(result.best, out / "rotation_confusion.png")
     write_json(out / "metrics.json", metrics)
     return metrics
 

@@ -22,7 +22,7 @@ import yaml
 from autolabel.tracking_client import TrackingClient, finite, flatten
 from autolabel.tracking_store import DEFAULT_EXPERIMENT
 
-PICTURES = ("confusion_matrix.png", "gallery.png", "thresholds.png")
+PICTURES = ("confusion_matrix.png", "rotation_confusion.png", "gallery.png", "thresholds.png")
 
 
 def short_params(config: dict) -> dict[str, str]:

@@ -15,6 +15,7 @@ from classification.errors import InputError, first_line
 from classification.fileio import write_bytes, write_json
 from classification.featurenorm import feature_norm
 from classification.models import classifier_module, create_classifier
+from classification.train.rotation import attach_rotation_head, rotation_head
 from classification.transforms import DataConfig
 
 
@@ -26,7 +27,8 @@ def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cf
     write_bytes(folder / "model.pt", buf.getvalue())
     save_class_map(folder / "classes.json", classes)
     # what the head holds, whatever the settings asked (finetune mode keeps a plain head)
-    train = {**cfg.to_dict(), "feature_norm": feature_norm(classifier_module(model)) is not None}
+    train = {**cfg.to_dict(), "feature_norm": feature_norm(classifier_module(model)) is not None,
+             "aux_rotation": rotation_head(model) is not None}
     write_json(folder / "config.json", {"train": train, "data": data_cfg.__dict__})
     return folder
 
@@ -39,7 +41,8 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
             raise InputError(f"not a checkpoint folder: {folder} has no {name}")
     try:
         meta = json.loads((folder / "config.json").read_text())
-        # a checkpoint from before FeatureNorm existed has a plain head
+        # a checkpoint from before FeatureNorm existed has a plain head (and, before
+        # aux_rotation existed, no rotation head: the field's default)
         cfg = TrainConfig.from_dict({"feature_norm": False, **meta["train"]})
         data = meta["data"]
         data_cfg = DataConfig(size=data["size"], mean=tuple(data["mean"]), std=tuple(data["std"]),
@@ -49,6 +52,8 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
     classes = load_class_map(folder / "classes.json")
     model = create_classifier(cfg.model, len(classes), weights=None, head=cfg.head, hidden=cfg.hidden,
                               norm=cfg.feature_norm)
+    if cfg.aux_rotation:  # its weights are in model.pt; prediction never uses them
+        attach_rotation_head(model)
     try:
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)

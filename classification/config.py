@@ -59,6 +59,10 @@ class TrainConfig:
     stage2_epochs: int = 10             # finetune: unfrozen backbone
     unfreeze_blocks: int = -1           # finetune stage 2: last N blocks, -1 = all
     backbone_lr_mult: float = 0.1
+    aux_rotation: bool = False          # seed 001's MultiHeadNet: a second head learns the rotation (0/90/180/270)
+                                        # of each training image (finetune; tail: of its cached map);
+                                        # classification/train/rotation.py. Not in head mode
+    aux_weight: float = 0.5             # the rotation loss's weight, added to the class loss
     workers: int | None = None          # DataLoader decoding workers; None: cores - 1
     device: str = "auto"                # auto | cpu | cuda[:i]
     runtime: str = "auto"               # backbone runtime for features: auto (onnx on CPU, torch on CUDA)
@@ -89,6 +93,10 @@ class TrainConfig:
             raise InputError(f"seed must be in [0, 2**32), got {self.seed}")
         if not DEVICE.fullmatch(self.device):
             raise InputError(f"unknown device {self.device!r}; valid: auto, cpu, cuda, cuda:N")
+        if self.aux_weight < 0:
+            raise InputError(f"aux_weight must be >= 0, got {self.aux_weight}")
+        if self.mode != "auto":
+            self._check_aux_rotation(self.mode)
 
     def resolved_optimizer(self, mode: str) -> str:
         if self.optimizer == "lbfgs" and mode != "head":
@@ -98,9 +106,15 @@ class TrainConfig:
         return "lbfgs" if mode == "head" and self.head == "linear" else "adamw"
 
     def resolved_mode(self, device: str) -> str:
-        if self.mode != "auto":
-            return self.mode
-        return "finetune" if device.startswith("cuda") else "head"
+        mode = self.mode if self.mode != "auto" else "finetune" if device.startswith("cuda") else "head"
+        self._check_aux_rotation(mode)
+        return mode
+
+    def _check_aux_rotation(self, mode: str) -> None:
+        # head mode trains on cached pooled features: there is no image or map left to rotate
+        if self.aux_rotation and mode == "head" and not self.tail_blocks:
+            raise InputError("aux_rotation needs mode finetune, or mode head with tail_blocks >= 1 (tail); "
+                             "plain head mode trains on cached pooled features, which cannot be rotated")
 
     def to_dict(self) -> dict:
         return asdict(self)

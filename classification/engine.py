@@ -19,6 +19,7 @@ from classification.inference import Prediction, predict_with
 from classification.models import create_classifier
 from classification.registry import lookup
 from classification.train.modes import MODES
+from classification.train.rotation import attach_rotation_head
 from classification.train.stage import seed_everything
 from classification.transforms import DataConfig, choose_size, data_config
 
@@ -80,6 +81,8 @@ def fit(cfg: TrainConfig, train: ImageSet, val: ImageSet, cache: FeatureCache, *
     seed_everything(cfg.seed)
     model = create_classifier(cfg.model, len(train.classes), cfg.weights, cfg.head, cfg.hidden,
                               norm=cfg.feature_norm)
+    if cfg.aux_rotation:
+        attach_rotation_head(model)
     ctx = FitContext(model, cfg, data_config(model, cfg.img_size), cache, device, progress, on_epoch)
     history, best, skipped = run(ctx, train, val, strong, sample_weight)
     return FitResult(model.cpu().eval(), ctx.data_cfg, mode, history, best, cfg, skipped)

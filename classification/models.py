@@ -22,6 +22,7 @@ from torch import nn
 from classification.errors import InputError, first_line
 from classification.heads import HEADS
 from classification.registry import lookup
+from classification.train.rotation import ATTR as ROTATION_HEAD
 
 _logger = logging.getLogger(__name__)
 
@@ -78,12 +79,12 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
-    """Hash of the frozen part's tensors: every backbone tensor (the head excluded), or with
+    """Hash of the frozen part's tensors: every backbone tensor (the heads excluded), or with
     `tail_blocks` only the trunk before them, and the architecture's name (the same tensors with
     other padding give other features). The weights part of cache keys."""
-    head = model.pretrained_cfg.get("classifier", "classifier")
+    heads = (model.pretrained_cfg.get("classifier", "classifier"), ROTATION_HEAD)  # what features never pass
     state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
-        k: v for k, v in model.state_dict().items() if k.split(".")[0] != head}
+        k: v for k, v in model.state_dict().items() if k.split(".")[0] not in heads}
     digest = hashlib.blake2b(digest_size=8)
     digest.update(str(model.pretrained_cfg.get("architecture")).encode())
     for key, tensor in state.items():

@@ -6,6 +6,7 @@
     finetune.py    finetune mode: staged unfreezing on decoded images (the CUDA default)
     views.py       head mode's training views: extracted once, kept in a float16 temporary file
     steps.py       epochs over cached features (full-batch L-BFGS, minibatches) and their evaluation
+    rotation.py    aux_rotation: the rotation head beside the class head (finetune and tail)
     stage.py       one training stage: the epoch loop, plateau LR, early stopping, best weights
     optimizers.py  OPTIMIZERS by name
 

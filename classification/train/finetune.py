@@ -17,8 +17,10 @@ from classification.data import ImageSet
 from classification.datasets import ImageDataset, make_loader, view_seed
 from classification.losses import create_loss
 from classification.metrics import no_validation, scores
-from classification.models import classifier_module
+from classification.models import classifier_module, frozen_part
 from classification.train.optimizers import create_optimizer
+from classification.train.rotation import ATTR as ROTATION_HEAD
+from classification.train.rotation import JointLoss, RotationNet, forward_eval, rotation_head, split_outputs
 from classification.train.stage import Stage, run_stage
 from classification.transforms import create_transform
 
@@ -32,19 +34,24 @@ def fit_finetune(ctx: FitContext, train: ImageSet, val: ImageSet, strong: np.nda
     model, cfg = ctx.model, ctx.cfg
     model.to(device=ctx.device, memory_format=torch.channels_last)
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
-    head = classifier_module(model)
+    head, rot_head = classifier_module(model), rotation_head(model)
+    heads = [head] + ([rot_head] if rot_head is not None else [])
+    # with aux_rotation the step runs the batch and its rotated copy (classification/train/rotation.py)
+    net = RotationNet(frozen_part(model), head, rot_head, cfg.seed) if rot_head is not None else model
+    train_loss = JointLoss(loss_fn, cfg.aux_weight) if rot_head is not None else loss_fn
     tf = {k: create_transform(k, ctx.data_cfg, cfg.n_ops) for k in ("eval", "weak", "strong")}
-    epochs = _Epochs(ctx, train, strong, sample_weight, tf, loss_fn)
-    evaluate = _evaluator(model, val, tf["eval"], cfg, ctx.device, loss_fn)
+    epochs = _Epochs(ctx, net, (train, strong, sample_weight), tf, train_loss)
+    evaluate = _evaluator(net, val, tf["eval"], cfg, ctx.device, loss_fn)
     history: list[dict] = []
-    _freeze_backbone(model, head)
+    _freeze_backbone(model, heads)
     optimizer = cfg.resolved_optimizer("finetune")
-    opt = create_optimizer(optimizer, [{"params": head.parameters(), "lr": cfg.lr}], cfg.weight_decay)
+    head_params = [p for h in heads for p in h.parameters()]
+    opt = create_optimizer(optimizer, [{"params": head_params, "lr": cfg.lr}], cfg.weight_decay)
     best = run_stage(ctx, model, Stage("stage1", cfg.stage1_epochs, epochs.for_stage(0, opt), evaluate, opt),
                      history)
     if cfg.stage2_epochs:
-        backbone = _unfreeze(model, head, cfg.unfreeze_blocks)
-        opt = create_optimizer(optimizer, [{"params": head.parameters(), "lr": cfg.lr},
+        backbone = _unfreeze(model, cfg.unfreeze_blocks)
+        opt = create_optimizer(optimizer, [{"params": head_params, "lr": cfg.lr},
                                            {"params": backbone, "lr": cfg.lr * cfg.backbone_lr_mult}],
                                cfg.weight_decay)
         stage = Stage("stage2", cfg.stage2_epochs, epochs.for_stage(cfg.stage1_epochs, opt), evaluate, opt)
@@ -55,11 +62,13 @@ def fit_finetune(ctx: FitContext, train: ImageSet, val: ImageSet, strong: np.nda
 
 class _Epochs:
     """Training epochs on decoded images: weak views for human labels, strong for pseudo-labels,
-    AMP on CUDA, under DistributedDataParallel with torchrun."""
+    AMP on CUDA, under DistributedDataParallel with torchrun. `net` is the model, or with
+    aux_rotation its `RotationNet` (then `loss_fn` is a `JointLoss` and an epoch returns a record)."""
 
-    def __init__(self, ctx: FitContext, train: ImageSet, strong: np.ndarray, sample_weight: np.ndarray,
+    def __init__(self, ctx: FitContext, net: nn.Module, data: tuple[ImageSet, np.ndarray, np.ndarray],
                  tf: dict, loss_fn):
-        self.ctx, self.train, self.strong, self.tf, self.loss_fn = ctx, train, strong, tf, loss_fn
+        train, strong, sample_weight = data
+        self.ctx, self.net, self.train, self.strong, self.tf, self.loss_fn = ctx, net, train, strong, tf, loss_fn
         self.labels, self.weights = torch.from_numpy(train.labels), torch.from_numpy(sample_weight)
         self.scaler = torch.amp.GradScaler("cuda", enabled=ctx.device.startswith("cuda"))
         self.skipped: list[tuple[str, str]] = []
@@ -67,7 +76,7 @@ class _Epochs:
     def for_stage(self, stage_offset: int, opt):
         """The stage's `train_epoch(epoch)`: its epochs are numbered from `stage_offset` for the
         augmentation seeds, so stage 2 never repeats stage 1's views."""
-        net = _wrap(self.ctx.model, self.ctx.device)  # DistributedDataParallel under torchrun, else the model
+        net = _wrap(self.net, self.ctx.device)  # DistributedDataParallel under torchrun, else the net
 
         def train_epoch(epoch: int) -> float:
             _train_mode(self.ctx.model)
@@ -79,7 +88,7 @@ class _Epochs:
                 total, total_w = total + batch_loss, total_w + batch_w
             return total / max(total_w, 1e-12)
 
-        return train_epoch
+        return self.loss_fn.epochs(train_epoch) if isinstance(self.loss_fn, JointLoss) else train_epoch
 
     def _step(self, net, opt, idx, x) -> tuple[float, float]:
         """One optimiser step on a batch; (its weight, its weighted loss) summed over the ranks."""
@@ -158,42 +167,45 @@ class _Indexed(torch.utils.data.Dataset):
         return int(self.rows[i]), x, why
 
 
-def _evaluator(model, val: ImageSet, transform, cfg: TrainConfig, device: str, loss_fn):
+def _evaluator(net, val: ImageSet, transform, cfg: TrainConfig, device: str, loss_fn):
+    """Validation on the eval view; a `RotationNet` also scores the rotation head (`rot_*`)."""
     loader_args = (ImageDataset(val.paths, transform), cfg.batch_size, cfg.workers)
 
     @torch.no_grad()
     def evaluate() -> dict:
         if len(val) == 0:
             return no_validation()
-        model.eval()
-        logits, rows = [], []
+        net.eval()
+        outs, rows = [], []
         for idx, x, _ in make_loader(*loader_args):
             if x is not None:
                 x = x[:, 0].to(device).contiguous(memory_format=torch.channels_last)
                 with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=device.startswith("cuda")):
-                    logits.append(model(x).float().cpu())
+                    outs.append(forward_eval(net, x, idx).float())
                 rows.append(idx)
-        if not logits:
+        if not outs:
             return no_validation()
-        logits, y = torch.cat(logits), torch.from_numpy(val.labels[torch.cat(rows).numpy()])
+        (logits, rot), y = split_outputs(outs), torch.from_numpy(val.labels[torch.cat(rows).numpy()])
+        logits = logits.cpu()
         return {"loss": float(loss_fn(logits, y)), **scores(y.numpy(), logits.argmax(1).numpy(),
-                                                            len(val.classes))}
+                                                            len(val.classes)), **rot}
 
     return evaluate
 
 
 def _is_head(model: nn.Module, name: str) -> bool:
-    return name.split(".")[0] == model.pretrained_cfg.get("classifier", "classifier")
+    """The class head's or the rotation head's parameter: they train from stage 1 at the head LR."""
+    return name.split(".")[0] in (model.pretrained_cfg.get("classifier", "classifier"), ROTATION_HEAD)
 
 
-def _freeze_backbone(model: nn.Module, head: nn.Module) -> None:
+def _freeze_backbone(model: nn.Module, heads: list[nn.Module]) -> None:
     for p in model.parameters():
         p.requires_grad = False
-    for p in head.parameters():
+    for p in (p for h in heads for p in h.parameters()):
         p.requires_grad = True
 
 
-def _unfreeze(model: nn.Module, head: nn.Module, last_blocks: int) -> list[nn.Parameter]:
+def _unfreeze(model: nn.Module, last_blocks: int) -> list[nn.Parameter]:
     """Unfreeze all backbone layers, or the last N blocks plus what follows them."""
     if last_blocks < 0 or not hasattr(model, "blocks"):
         modules = [m for n, m in model.named_children() if not _is_head(model, n)]

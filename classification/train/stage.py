@@ -32,7 +32,8 @@ def seed_everything(seed: int) -> None:
 class Stage:
     name: str                               # recorded in every epoch's record: head, tail, stage1, stage2
     epochs: int                             # at most this many; early stopping may end it sooner
-    train_epoch: Callable[[int], float]     # trains epoch i, returns its mean training loss
+    train_epoch: Callable[[int], float | dict]  # trains epoch i, returns its mean training loss (or a
+                                                # record {"loss": ..., more}: aux_rotation's rot_loss)
     evaluate: Callable[[], dict]            # validation loss, accuracy, macro_f1 (NaN without validation)
     optimizer: torch.optim.Optimizer        # its first group's lr is recorded; the plateau schedule lowers it
 
@@ -45,9 +46,10 @@ def run_stage(ctx: FitContext, module: nn.Module, stage: Stage, history: list[di
                                                        patience=cfg.plateau_patience)
     best, best_state, wait, best_loss = None, None, 0, float("inf")
     for epoch in track(range(stage.epochs), ctx.progress, f"train ({stage.name})", "epoch"):
-        train_loss = stage.train_epoch(epoch)
+        train = stage.train_epoch(epoch)
+        train = train if isinstance(train, dict) else {"loss": train}
         val = stage.evaluate()
-        record = {"stage": stage.name, "epoch": epoch, "train_loss": train_loss,
+        record = {"stage": stage.name, "epoch": epoch, **{f"train_{k}": v for k, v in train.items()},
                   "lr": optimizer.param_groups[0]["lr"], **{f"val_{k}": v for k, v in val.items()}}
         history.append(record)
         if ctx.on_epoch is not None:

@@ -24,6 +24,7 @@ from classification.metrics import no_validation, scores
 from classification.models import classifier_module, map_shape, split_model
 from classification.train.optimizers import create_optimizer
 from classification.train.stage import Stage, run_stage
+from classification.train.rotation import JointLoss, RotationNet, forward_eval, rotation_head, split_outputs
 from classification.train.steps import ViewSet, feature_evaluator, lbfgs_epoch_fn, minibatch_epoch_fn
 from classification.train.views import ViewStore
 
@@ -33,22 +34,30 @@ def fit_tail(ctx: FitContext, data: ViewSet):
     cfg = ctx.cfg
     maps = replace(data, shape=map_shape(ctx.model, ctx.data_cfg.size, cfg.tail_blocks))
     tail, head = split_model(ctx.model, cfg.tail_blocks)[1], classifier_module(ctx.model)
-    net = torch.nn.Sequential(tail, head)
-    opt = create_optimizer("adamw", [{"params": head.parameters(), "lr": cfg.lr},
+    rot_head = rotation_head(ctx.model)
+    # with aux_rotation: the rotation head beside the class head, on rotated cached maps (a cheap
+    # proxy for rotated images: see classification/train/rotation.py); it trains in this stage only
+    net = RotationNet(tail, head, rot_head, cfg.seed) if rot_head is not None else torch.nn.Sequential(tail, head)
+    heads = [*head.parameters(), *(rot_head.parameters() if rot_head is not None else ())]
+    opt = create_optimizer("adamw", [{"params": heads, "lr": cfg.lr},
                                      {"params": tail.parameters(), "lr": cfg.lr * cfg.backbone_lr_mult}],
                            cfg.weight_decay)
     loss_fn = create_loss(cfg.loss, cfg.label_smoothing)
+    train_loss = JointLoss(loss_fn, cfg.aux_weight) if rot_head is not None else loss_fn
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict] = []
     _fit_head_first(ctx, tail, head, maps, history)
     # net stays in eval mode: frozen BatchNorm statistics; there is no dropout in the tail
-    train_epoch = minibatch_epoch_fn(net, opt, loss_fn, maps, maps.tr, cfg.batch_size, gen, train_mode=False)
+    train_epoch = minibatch_epoch_fn(net, opt, train_loss, maps, maps.tr, cfg.batch_size, gen, train_mode=False)
+    if rot_head is not None:
+        train_epoch = train_loss.epochs(train_epoch)
     stage = Stage("tail", cfg.tail_epochs, train_epoch, _evaluator(net, loss_fn, maps), opt)
     return history, run_stage(ctx, net, stage, history)
 
 
 def _evaluator(net, loss_fn, maps: ViewSet):
-    """Validation on the eval view's maps, 256 images at a time."""
+    """Validation on the eval view's maps, 256 images at a time (with aux_rotation, also the
+    rotation head's `rot_*` scores on maps turned by `eval_rotations`)."""
     va, ys = maps.va, torch.from_numpy(maps.y)
 
     @torch.no_grad()
@@ -56,10 +65,10 @@ def _evaluator(net, loss_fn, maps: ViewSet):
         if len(va) == 0:
             return no_validation()
         net.eval()
-        logits = torch.cat([net(maps.batch(np.zeros(len(b), np.int64), b))
-                            for b in np.array_split(va, max(1, len(va) // 256))])
+        logits, rot = split_outputs([forward_eval(net, maps.batch(np.zeros(len(b), np.int64), b), torch.from_numpy(b))
+                                     for b in np.array_split(va, max(1, len(va) // 256))])
         return {"loss": float(loss_fn(logits, ys[va])), **scores(maps.y[va], logits.argmax(1).numpy(),
-                                                                maps.n_classes)}
+                                                                maps.n_classes), **rot}
 
     return evaluate
 
