@@ -2,7 +2,8 @@
 
     dataset.csv          path,label,source(human|pseudo),confidence,trial,ood_score: the labelled dataset
     trials/trial_NN.csv  every pool image's prediction, confidence, threshold, ood score and decision
-    metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason
+    metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason,
+                         estimated precision (overall and per class) per trial and final
     state.json           everything `--resume` needs after the last completed trial (autolabel.resume);
                          written last in each trial: it is the trial's commit point
     checkpoint/          the final classifier (see classification.checkpoint)
@@ -18,6 +19,7 @@ import yaml
 
 from autolabel import hooks
 from autolabel.audit import audit
+from autolabel.calibration import estimated_precision
 from autolabel.state import LoopState
 from classification.checkpoint import save_checkpoint
 from classification.fileio import write_csv, write_json, write_text
@@ -65,6 +67,9 @@ class RunWriter:
                  "pseudo_labels": int((state.labels >= 0).sum()), "pool": len(state.data.pool),
                  "human_labels": len(state.data.labeled), "refused_ood": int(refused.sum()) if refused is not None else 0,
                  "ood_guard": state.guards.get("ood", {}).get("summary")}
+        est, per_class = estimated_precision(state.confidence, state.labels, len(state.data.classes))
+        final["estimated_precision"] = est
+        final["estimated_precision_per_class"] = dict(zip(state.data.classes, per_class))
         if state.model is not None:  # the final fit is done
             final["test_accuracy"] = state.test_accuracy
         if self.truth is not None:
