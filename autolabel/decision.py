@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from autolabel.calibration import precision_bars
+from autolabel.calibration import label_scores, precision_bars
 
 
 @dataclass
@@ -20,11 +20,12 @@ class Decision:
     accepted: np.ndarray     # passed the policy and every guard
 
 
-def decide(probs: np.ndarray, ok: np.ndarray, policy, guards: list,
-           target_precision: float | None = None) -> tuple[Decision, np.ndarray, dict]:
+def decide(probs: np.ndarray, ok: np.ndarray, policy, guards: list, target_precision: float | None = None,
+           reference: np.ndarray | None = None) -> tuple[Decision, np.ndarray, dict]:
     """Apply `policy` (updated with this trial's `probs` first), then, with `target_precision`,
     raise each class's threshold to the bar that keeps the class's estimated precision at least
-    that (`calibration.precision_bars`), then each guard.
+    that (`calibration.precision_bars`; each guess scored by the `reference` probabilities, or by
+    its own confidence without them), then each guard.
 
     Returns the decision, the per-class thresholds applied (C,), and what the guards add to the
     trial's record (for example how many confident predictions the out-of-class guard refused).
@@ -34,7 +35,8 @@ def decide(probs: np.ndarray, ok: np.ndarray, policy, guards: list,
     policy.update(probs)
     tau = policy.thresholds()
     if target_precision is not None:
-        tau = np.maximum(tau, precision_bars(conf, guess, ok, target_precision, len(tau)))
+        scores = conf if reference is None else label_scores(reference, np.where(ok, guess, -1))
+        tau = np.maximum(tau, precision_bars(conf, scores, guess, ok, target_precision, len(tau)))
     accept = ok & (conf >= tau[guess])
     notes: dict = {}
     for guard in guards:

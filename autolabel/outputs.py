@@ -19,7 +19,6 @@ import yaml
 
 from autolabel import hooks
 from autolabel.audit import audit
-from autolabel.calibration import estimated_precision
 from autolabel.state import LoopState
 from classification.checkpoint import save_checkpoint
 from classification.fileio import write_csv, write_json, write_text
@@ -67,9 +66,7 @@ class RunWriter:
                  "pseudo_labels": int((state.labels >= 0).sum()), "pool": len(state.data.pool),
                  "human_labels": len(state.data.labeled), "refused_ood": int(refused.sum()) if refused is not None else 0,
                  "ood_guard": state.guards.get("ood", {}).get("summary")}
-        est, per_class = estimated_precision(state.confidence, state.labels, len(state.data.classes))
-        final["estimated_precision"] = est
-        final["estimated_precision_per_class"] = dict(zip(state.data.classes, per_class))
+        final["estimated_precision"], final["estimated_precision_per_class"] = state.estimated_precision()
         if state.model is not None:  # the final fit is done
             final["test_accuracy"] = state.test_accuracy
         if self.truth is not None:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import yaml
 
-from autolabel.calibration import estimated_precision
 from autolabel.tracking_client import TrackingClient, finite, flatten
 from autolabel.tracking_store import DEFAULT_EXPERIMENT
 
@@ -124,7 +123,7 @@ class MlflowTracker(TrackingClient):
 
     def _finish(self, state, out_dir: Path) -> None:
         self.flush()
-        est, _ = estimated_precision(state.confidence, state.labels, len(state.data.classes))
+        est, _ = state.estimated_precision()
         final = {"final_test_accuracy": state.test_accuracy, "final_estimated_precision": est,
                  "final_pseudo_labels": int((state.labels >= 0).sum()), "final_n_trials": state.n_trials}
         self.log_metrics(self.run_id, final, state.n_trials)

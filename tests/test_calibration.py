@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autolabel.calibration import estimated_precision, fit_temperature, precision_bars, scale_probs, softmax
+from autolabel.calibration import (NOTHING, estimated_precision, fit_temperature, label_scores, precision_bars,
+                                   scale_probs, softmax)
 from autolabel.config import LoopConfig
 from autolabel.decision import decide
 from autolabel.policies import create_policy
@@ -29,13 +30,15 @@ def test_scale_probs_keeps_the_argmax_and_undecodable_rows():
     assert np.allclose(sharp[[0, 2]].sum(1), 1) and np.allclose(soft[[0, 2]].sum(1), 1)
 
 
-def test_estimated_precision_is_the_mean_confidence_overall_and_per_class():
-    conf = np.array([0.9, 0.8, 0.6, 0.99, 0.5])
-    labels = np.array([0, 0, 1, -1, -1])
-    overall, per = estimated_precision(conf, labels, 3)
-    assert overall == pytest.approx((0.9 + 0.8 + 0.6) / 3)
-    assert per[0] == pytest.approx(0.85) and per[1] == pytest.approx(0.6) and per[2] is None
-    assert estimated_precision(conf, np.full(5, -1), 3) == (None, [None, None, None])
+def test_estimated_precision_is_the_mean_reference_probability_of_each_label():
+    reference = np.array([[0.9, 0.1, 0.0], [0.3, 0.7, 0.0], [0.2, 0.6, 0.2], [0.99, 0.0, 0.01], [0.5, 0.5, 0.0]])
+    labels = np.array([0, 0, 1, -1, -1])  # the second label disagrees with the reference's guess
+    scores = label_scores(reference, labels)
+    assert scores.tolist() == pytest.approx([0.9, 0.3, 0.6, 0.0, 0.0])
+    overall, per = estimated_precision(scores, labels, 3)
+    assert overall == pytest.approx((0.9 + 0.3 + 0.6) / 3)
+    assert per[0] == pytest.approx(0.6) and per[1] == pytest.approx(0.6) and per[2] is None
+    assert estimated_precision(scores, np.full(5, -1), 3) == (None, [None, None, None])
 
 
 def _largest_prefix(conf: np.ndarray, target: float) -> int:
@@ -51,20 +54,32 @@ def test_target_precision_accepts_the_largest_set_meeting_the_target():
     policy = create_policy("growth", threshold=None, n_classes=2, n_unlabeled=len(probs), n_trials=1)
     decision, tau, _ = decide(probs, ok, policy, [], target_precision=0.9)
     assert decision.accepted.tolist() == [True, True, True, False, False, False]
-    assert tau.tolist() == [0.90, 1.0]
+    assert tau.tolist() == [0.90, NOTHING]
     # the same on random matrices, against brute force, per predicted class
     rng = np.random.default_rng(1)
     for _ in range(20):
         probs = rng.dirichlet(np.full(4, 0.4), 200)
         ok = rng.random(200) > 0.1
         conf, guess = probs.max(1), probs.argmax(1)
-        bars = precision_bars(conf, guess, ok, 0.8, 4)
+        bars = precision_bars(conf, conf, guess, ok, 0.8, 4)
         for c in range(4):
             members = ok & (guess == c)
             accepted = members & (conf >= bars[c])
             assert accepted.sum() == _largest_prefix(conf[members], 0.8)
             if accepted.any():
                 assert conf[accepted].mean() >= 0.8
+
+
+def test_target_precision_scores_guesses_by_the_reference_model():
+    # ranked by the current head's confidence; the reference doubts the second image
+    probs = np.array([[0.99, 0.01], [0.98, 0.02], [0.97, 0.03], [0.2, 0.8]])
+    reference = np.array([[0.95, 0.05], [0.5, 0.5], [0.95, 0.05], [0.1, 0.9]])
+    policy = create_policy("fixed", threshold=0.0, n_classes=2, n_unlabeled=4)
+    decision, tau, _ = decide(probs, np.ones(4, bool), policy, [], target_precision=0.79, reference=reference)
+    # class 0 running means of the reference's scores: 0.95, 0.725, 0.8 -> all three; class 1: 0.9
+    assert decision.accepted.tolist() == [True, True, True, True]
+    decision, tau, _ = decide(probs, np.ones(4, bool), policy, [], target_precision=0.85, reference=reference)
+    assert decision.accepted.tolist() == [True, False, False, True] and tau[0] == 0.99
 
 
 def test_growth_accepts_each_class_quota_growing_to_an_equal_share_of_the_pool():

@@ -129,11 +129,13 @@ def test_metrics_json_has_the_estimated_precision_of_every_trial_and_the_final_s
     for r in metrics["trials"]:
         assert 0 < r["estimated_precision"] <= 1 and r["temperature"] > 0
         assert set(r["estimated_precision_per_class"]) == set(classes)
-    labels, conf = fitted.pseudo_labels_, fitted.confidence_
+    # each label scored by trial 1's calibrated head (human labels only): its chance of being right
+    labels, reference = fitted.pseudo_labels_, fitted.state_.reference
+    scores = reference[np.arange(len(labels)), np.maximum(labels, 0)]
     final = metrics["final"]
-    assert final["estimated_precision"] == pytest.approx(float(conf[labels >= 0].mean()))
+    assert final["estimated_precision"] == pytest.approx(float(scores[labels >= 0].mean()))
     for c, name in enumerate(classes):
-        expected = float(conf[labels == c].mean()) if (labels == c).any() else None
+        expected = float(scores[labels == c].mean()) if (labels == c).any() else None
         assert final["estimated_precision_per_class"][name] == pytest.approx(expected)
     assert final["estimated_precision"] == metrics["trials"][-1]["estimated_precision"]
 
@@ -176,3 +178,16 @@ def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, ood_guard=False), TRAIN, cache).fit(lb, pool)
     assert not off.ood_refused_.any() and np.isnan(off.ood_score_).all()
     assert (off.pseudo_labels_[digit] >= 0).any()  # without the guard some digits get a class
+
+
+def test_the_thresholds_written_are_the_ones_applied(fitted):
+    from autolabel.outputs import trial_frame
+
+    frame = trial_frame(fitted.state_)
+    record = fitted.history_[-1]
+    classes = fitted.classes_
+    passed = (frame.confidence >= frame.threshold) & (frame.prediction != "") & ~frame.ood_refused
+    assert (frame.accepted == passed).all()
+    bars = frame.prediction.map(record["thresholds"])
+    assert np.allclose(frame.threshold[frame.prediction != ""], bars[frame.prediction != ""])
+    assert set(record["thresholds"]) == set(classes)
