@@ -165,7 +165,7 @@ def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
 def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     lb, ulb, test = sets
     pool = ulb.concat(load_unlabeled(sample / "ood_mnist"))
-    loop = LoopConfig(n_trials=1, threshold=0.5)
+    loop = LoopConfig(n_trials=1, threshold=0.5, policy="flexmatch", calibration="none")
     labeler = PseudoLabeler(loop, TRAIN, cache).fit(lb, pool, test=test)
     digit = np.array(["ood_mnist" in p for p in labeler.unlabeled_.paths])
     assert digit.sum() == 20
@@ -175,7 +175,9 @@ def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     frame = dataset_frame(labeler.state_)
     pseudo = frame[frame.source == "pseudo"]
     assert pseudo.ood_score.notna().all() and (pseudo.ood_score <= labeler.ood_.threshold_).all()
-    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, ood_guard=False), TRAIN, cache).fit(lb, pool)
+    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, policy="flexmatch", calibration="none",
+                                   ood_guard=False), TRAIN,
+                        cache).fit(lb, pool)
     assert not off.ood_refused_.any() and np.isnan(off.ood_score_).all()
     assert (off.pseudo_labels_[digit] >= 0).any()  # without the guard some digits get a class
 
