@@ -218,7 +218,7 @@ ERROR_CASES = {
     "threshold-0": _flag_case("--threshold", 0, "--threshold must be in (0, 1], got 0.0"),
     "threshold-1.5": _flag_case("--threshold", 1.5, "--threshold must be in (0, 1], got 1.5"),
     "n-trials-negative": _flag_case("--n-trials", -1, "--n-trials must be >= 0, got -1"),
-    "unknown-policy": _flag_case("--policy", "greedy", "unknown policy 'greedy'; valid: fixed, flexmatch"),
+    "unknown-policy": _flag_case("--policy", "greedy", "unknown policy 'greedy'; valid: fixed, flexmatch, growth"),
     "unknown-model": _flag_case("--model", "notanet", "unknown model 'notanet'"),
     "only-one-class": ErrorCase(_one_class),
     "csv-missing-label-column": _csv_case(
