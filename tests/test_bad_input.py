@@ -204,7 +204,7 @@ def _bad_config(root):
     lb, ulb = small_tree(root)
     (root / "c.yaml").write_text("loop:\n  threshold: high\n")
     return (["--data-clean", lb, "--data-raw", ulb, "--config", root / "c.yaml"],
-            "threshold must be a finite number, got 'high'")
+            "threshold must be a finite number or null, got 'high'")
 
 
 def _truth_without_columns(root):
