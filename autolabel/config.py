@@ -10,12 +10,22 @@ from autolabel.policies import POLICIES
 from classification.config import TrainConfig, check_field_types
 from classification.errors import InputError, first_line
 
+CALIBRATIONS = ("cv", "none")
+
 
 @dataclass(frozen=True)
 class LoopConfig:
     n_trials: int = 10              # trial budget; 0 = supervised only
-    threshold: float = 0.8          # tau: confidence needed to accept a pseudo-label (fixed policy)
-    policy: str = "flexmatch"       # flexmatch (class-wise thresholds) | fixed (one threshold for all)
+    threshold: float | None = None  # tau, a confidence bar; its meaning per policy is in policies.py
+                                    # (None: 0.8 for fixed and flexmatch, no floor for growth)
+    target_precision: float | None = None  # accept, per class, the largest set whose estimated
+                                    # precision is >= this, within what the policy allows (exclusive
+                                    # with threshold: one bar is asked for, a confidence or a precision)
+    policy: str = "growth"          # growth (class-balanced curriculum) | flexmatch | fixed
+    growth_start: float = 0.1       # growth: share of the pool accepted at trial 1 (all at the last)
+    calibration: str = "cv"         # cv: temperature fitted each trial on cross-validated human labels
+                                    # | none: the head's raw probabilities (not an honest estimate)
+    calibration_folds: int = 4      # cv: folds over the human labels (fewer when a class has fewer)
     flex_floor: float = 0.5         # flexmatch: tau_c >= flex_floor * tau (see policies.py)
     flex_warmup: bool = True        # flexmatch: count never-confident images in beta's denominator
     balance: float = 1.5            # cap per class: this multiple of its human-label share of the pool; 0 = off
@@ -28,8 +38,18 @@ class LoopConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        if not 0 < self.threshold <= 1:
+        if self.threshold is not None and not 0 < self.threshold <= 1:
             raise InputError(f"--threshold must be in (0, 1], got {self.threshold}")
+        if self.target_precision is not None and not 0 < self.target_precision <= 1:
+            raise InputError(f"--target-precision must be in (0, 1], got {self.target_precision}")
+        if self.threshold is not None and self.target_precision is not None:
+            raise InputError("--threshold and --target-precision are exclusive: give a confidence bar "
+                             "or a precision target, not both")
+        if self.calibration not in CALIBRATIONS:
+            raise InputError(f"unknown calibration {self.calibration!r}; valid: {', '.join(CALIBRATIONS)}")
+        if self.calibration_folds < 2 or not 0 < self.growth_start <= 1:
+            raise InputError(f"calibration_folds must be >= 2 and growth_start in (0, 1]; got "
+                             f"{self.calibration_folds}, {self.growth_start}")
         if self.n_trials < 0:
             raise InputError(f"--n-trials must be >= 0, got {self.n_trials}")
         if self.policy not in POLICIES:

@@ -2,8 +2,11 @@
 
 One trial: (a) train on human labels + the pseudo-labels accepted so far (strong views for the
 pseudo-labels; validation from human labels only), (b) predict the pool with the weak transform,
-(c) decide per image (`autolabel.decision`): the threshold policy, then the guards (out-of-class
-refusal, class-balance cap), (d) re-decide every pseudo-label (or keep them, with `sticky`).
+(c) calibrate the probabilities (`autolabel.calibration`: a temperature fitted in trial 1 on
+cross-validated human labels; trial 1's calibrated probabilities are the reference that
+estimated precision is measured with), (d) decide per image (`autolabel.decision`): the threshold policy, the target
+precision's bars, then the guards (out-of-class refusal, class-balance cap), (e) re-decide every
+pseudo-label (or keep them, with `sticky`).
 After the last trial one more fit on the final labels gives the model, so 0 trials is plain
 supervised training.
 
@@ -25,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from autolabel import hooks
+from autolabel.calibration import cv_temperature, scale_probs
 from autolabel.config import LoopConfig
 from autolabel.decision import decide
 from autolabel.guards import GuardContext, create_guards
@@ -109,7 +113,8 @@ class PseudoLabeler:
         self.data_ = LoopData(labeled, pool, labeled.subset(tr), labeled.subset(va), test)
         self.policy_ = create_policy(self.loop.policy, threshold=self.loop.threshold,
                                      n_classes=len(labeled.classes), n_unlabeled=len(pool),
-                                     warmup=self.loop.flex_warmup, floor=self.loop.flex_floor)
+                                     warmup=self.loop.flex_warmup, floor=self.loop.flex_floor,
+                                     n_trials=self.loop.n_trials, start=self.loop.growth_start)
         self.guards_ = create_guards(self.loop)
         self.state_ = LoopState.empty(self.data_, self.train.seed, fingerprint(self.data_, self.train, self.loop))
         self.state_.policy = self.policy_.state_dict()
@@ -138,11 +143,15 @@ class PseudoLabeler:
                 state.termination_reason = record["stop"]
                 break
 
+    def _pseudo_set(self) -> ImageSet:
+        """The accepted pseudo-labels as a labelled image set."""
+        acc = self.state_.accepted
+        return self.data_.pool.subset(acc).with_labels(self.state_.labels[acc], self.data_.classes)
+
     def _fit_current(self, trial: int | None) -> FitResult:
         data, state = self.data_, self.state_
         acc = state.accepted
-        pseudo = data.pool.subset(acc).with_labels(state.labels[acc], data.classes)
-        train = data.train_human.concat(pseudo)
+        train = data.train_human.concat(self._pseudo_set())
         strong = np.r_[np.zeros(len(data.train_human), bool), np.ones(len(acc), bool)]
         weight = np.ones(len(train), np.float32)
         if self.loop.confidence_weight:
@@ -167,18 +176,36 @@ class PseudoLabeler:
                                     n_views=views, progress=self.progress)
         self.state_.skipped += pred.skipped
         test_accuracy = self._accuracy(self._test_predictions(result))
-        record = self._decide(trial, result, pred) if distributed.is_main() else None
+        probs = self._calibrate(pred.probs)
+        record = self._decide(trial, result, probs, pred) if distributed.is_main() else None
         if record is not None:
-            record["test_accuracy"] = test_accuracy
+            record.update(test_accuracy=test_accuracy, **self.state_.calibration)
         state = self.state_
         shared = distributed.broadcast((record, state.labels, state.confidence, state.accepted_trial, state.policy))
         record, state.labels, state.confidence, state.accepted_trial, state.policy = shared
         return record
 
-    def _decide(self, trial: int, result: FitResult, pred) -> dict:
+    def _calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """`probs` scaled by the run's temperature. The first trial fits it on cross-validated human
+        labels (every rank fits the fold heads: fitting is collective), and its calibrated
+        probabilities, from a head that saw human labels only, become the reference."""
+        state = self.state_
+        if not state.calibration:
+            temperature, cv_accuracy = 1.0, None
+            if self.loop.calibration == "cv":
+                temperature, cv_accuracy = cv_temperature(self.train, self.data_.labeled, self.cache,
+                                                          self.loop.calibration_folds)
+            state.calibration = {"temperature": temperature, "cv_accuracy": cv_accuracy}
+        probs = scale_probs(probs, state.calibration["temperature"])
+        if state.reference is None:
+            state.reference = probs
+        return probs
+
+    def _decide(self, trial: int, result: FitResult, probs: np.ndarray, pred) -> dict:
         """Rank 0's part of a trial: the per-image decision, the new labels and the trial's record."""
         state = self.state_
-        decision, tau, notes = decide(pred.probs, pred.ok, self.policy_, self.guards_)
+        decision, tau, notes = decide(probs, pred.ok, self.policy_, self.guards_, self.loop.target_precision,
+                                      state.reference)
         before = state.labels.copy()
         state.apply(trial, decision.accepted, decision.guess, decision.confidence, self.loop.sticky)
         state.prediction, state.policy = decision, self.policy_.state_dict()
@@ -207,6 +234,7 @@ class PseudoLabeler:
         now, conf = self.state_.labels, self.state_.confidence
         newly = int(((now >= 0) & (before < 0)).sum())
         n_acc = int((now >= 0).sum())
+        est, est_per_class = self.state_.estimated_precision()
         stop = _stop_reason(trial, now, before, newly, self._excluded())
         if stop in ("nothing_new", "no_change"):
             _logger.info(NOTHING_MORE)
@@ -214,6 +242,8 @@ class PseudoLabeler:
                 "dropped": int(((before >= 0) & (now < 0)).sum()),
                 "coverage": n_acc / max(len(now), 1), "mean_confidence": float(conf[now >= 0].mean()) if n_acc else 0.0,
                 "thresholds": {c: float(t) for c, t in zip(self.data_.classes, tau)},
+                "estimated_precision": est,
+                "estimated_precision_per_class": est_per_class,
                 "val_accuracy": result.best.get("val_accuracy"), "val_macro_f1": result.best.get("val_macro_f1"),
                 "train_size": len(self.data_.train_human) + int((before >= 0).sum()),
                 "skipped": len(skipped), "stop": stop}

@@ -2,7 +2,8 @@
 
     dataset.csv          path,label,source(human|pseudo),confidence,trial,ood_score: the labelled dataset
     trials/trial_NN.csv  every pool image's prediction, confidence, threshold, ood score and decision
-    metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason
+    metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason,
+                         estimated precision (overall and per class) per trial and final
     state.json           everything `--resume` needs after the last completed trial (autolabel.resume);
                          written last in each trial: it is the trial's commit point
     checkpoint/          the final classifier (see classification.checkpoint)
@@ -66,6 +67,7 @@ class RunWriter:
                  "pseudo_labels": int((state.labels >= 0).sum()), "pool": len(state.data.pool),
                  "human_labels": len(state.data.labeled), "refused_ood": int(refused.sum()) if refused is not None else 0,
                  "ood_guard": state.guards.get("ood", {}).get("summary")}
+        final["estimated_precision"], final["estimated_precision_per_class"] = state.estimated_precision()
         if state.model is not None:  # the final fit is done
             final["test_accuracy"] = state.test_accuracy
             final.update(rotation_summary(state.model.best))  # aux_rotation's head, if trained with it

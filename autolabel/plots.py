@@ -3,7 +3,7 @@
     confusion_matrix.png  the final model on the test split (else on the validation split)
     rotation_confusion.png  with aux_rotation: the final fit's rotation head on the validation split
     gallery.png           per class, the 8 most and the 8 least confident accepted pseudo-labels
-    thresholds.png        each class's acceptance threshold over the trials
+    thresholds.png        each class's acceptance threshold over the trials, as applied
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def write_pictures(state: LoopState, out: str | Path, cache) -> list[Path]:
         written.append(gallery_png([state.data.pool.paths[i] for i in acc], state.labels[acc],
                                    state.confidence[acc], state.data.classes, out / "gallery.png"))
     if state.history:
-        written.append(thresholds_png(state.history, state.data.classes, out / "thresholds.png"))
+        written.append(thresholds_png(state.history, state.data.classes, out / "thresholds.png", state.policy))
     return written
 
 
@@ -104,8 +104,10 @@ def _thumbnail(path: str) -> Image.Image:
     return tile
 
 
-def thresholds_png(history: list[dict], classes: list[str], path: str | Path) -> Path:
-    """Per-class thresholds (the policy's tau_c) against the trial number."""
+def thresholds_png(history: list[dict], classes: list[str], path: str | Path, policy: dict | None = None) -> Path:
+    """Per-class thresholds as applied (the policy's tau_c, raised by a target precision's bars)
+    against the trial number; with `policy` (its state_dict), flexmatch's tau and its floor
+    flex_floor * tau as dashed lines, so a bar sitting on the floor reads as such."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,11 +119,15 @@ def thresholds_png(history: list[dict], classes: list[str], path: str | Path) ->
     for c, name in enumerate(classes):
         ax.plot(trials, [r["thresholds"][name] for r in history], marker="o", label=name,
                 color=cmap(c % cmap.N))
+    policy = policy or {}
+    if "warmup" in policy:  # flexmatch
+        ax.axhline(policy["threshold"], color="grey", ls="--", lw=1, label="tau (--threshold)")
+        ax.axhline(policy["floor"] * policy["threshold"], color="grey", ls=":", lw=1, label="floor")
     ax.set_xlabel("trial")
-    ax.set_ylabel("threshold")
+    ax.set_ylabel("threshold applied")
     ax.set_ylim(0, 1.02)
     ax.set_xticks(trials)
-    ax.set_title("Per-class acceptance thresholds")
+    ax.set_title("Per-class acceptance thresholds (as applied)")
     if len(classes) <= 30:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     return write_figure(path, fig)

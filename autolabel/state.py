@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from autolabel.calibration import estimated_precision, label_scores
 from classification.data import UNLABELED, ImageSet
 from classification.errors import InputError
 
-FORMAT = 2  # state.json layout; 1 kept the out-of-class guard's arrays under their own keys
+FORMAT = 3  # state.json layout; 3 added the calibration and the reference probabilities,
+            # 1 kept the out-of-class guard's arrays under their own keys
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,9 @@ class LoopState:
     columns: dict[str, np.ndarray]          # the guards' per-image outputs (in their state too)
     seed: int
     fingerprint: str                        # digest of the settings and images (autolabel.resume)
+    calibration: dict = field(default_factory=dict)  # {"temperature", "cv_accuracy"}, fitted in trial 1
+    reference: np.ndarray | None = None     # (N, C) trial 1's calibrated probabilities (human labels
+                                            # only): what estimated precision is measured with
     history: list[dict] = field(default_factory=list)  # one record per trial
     n_trials: int = 0
     termination_reason: str = "max_trials"
@@ -79,6 +84,18 @@ class LoopState:
         """Pool indices with an accepted pseudo-label."""
         return np.flatnonzero(self.labels >= 0)
 
+    def label_scores(self) -> np.ndarray:
+        """(N,) each current label's estimated chance of being right (0 where none; all 0 before
+        trial 1 has fitted the reference)."""
+        if self.reference is None:
+            return np.zeros(len(self.labels), np.float32)
+        return label_scores(self.reference, self.labels)
+
+    def estimated_precision(self) -> tuple[float | None, dict]:
+        """The accepted labels' estimated precision, overall and per class name."""
+        overall, per = estimated_precision(self.label_scores(), self.labels, len(self.data.classes))
+        return overall, dict(zip(self.data.classes, per))
+
     def apply(self, trial: int, accept: np.ndarray, guess: np.ndarray, conf: np.ndarray, sticky: bool) -> None:
         """The trial's accepted predictions become the labels (or, `sticky`, add to them)."""
         if sticky:
@@ -98,6 +115,8 @@ class LoopState:
                 "fingerprint": self.fingerprint, "seed": self.seed,
                 "pseudo_labels": self.labels.tolist(), "accepted_trial": self.accepted_trial.tolist(),
                 "confidence": self.confidence.tolist(), "policy": self.policy,
+                "calibration": self.calibration,
+                "reference": None if self.reference is None else self.reference.tolist(),
                 "guards": {name: _jsonable(sd) for name, sd in self.guards.items()}, "history": self.history, "termination_reason": self.termination_reason, **extra}
 
     @classmethod
@@ -113,7 +132,9 @@ class LoopState:
                    confidence=np.asarray(saved["confidence"], np.float32),
                    accepted_trial=np.asarray(saved["accepted_trial"], np.int64),
                    policy=saved["policy"], guards=saved["guards"], columns={}, seed=saved["seed"],
-                   fingerprint=fingerprint, history=list(saved["history"]), n_trials=int(saved["trial"]),
+                   fingerprint=fingerprint, calibration=dict(saved["calibration"]),
+                   reference=None if saved["reference"] is None else np.asarray(saved["reference"], np.float32),
+                   history=list(saved["history"]), n_trials=int(saved["trial"]),
                    termination_reason=saved["termination_reason"])
 
 

@@ -33,11 +33,15 @@ def short_params(config: dict) -> dict[str, str]:
 
 
 def trial_metrics(record: dict) -> dict[str, float]:
-    """A trial record as flat numbers: counts, thresholds per class, validation, test, audit."""
+    """A trial record as flat numbers: counts, thresholds per class, validation, test, calibration
+    (temperature, estimated precision overall and per class), audit."""
     out = {k: record.get(k) for k in ("accepted", "coverage", "newly_accepted", "dropped", "refused_ood",
-                                      "mean_confidence", "train_size", "skipped", "test_accuracy")}
+                                      "mean_confidence", "train_size", "skipped", "test_accuracy",
+                                      "temperature", "cv_accuracy", "estimated_precision")}
     out["best_val_accuracy"], out["best_val_macro_f1"] = record.get("val_accuracy"), record.get("val_macro_f1")
     out.update({f"threshold_{c}": t for c, t in record.get("thresholds", {}).items()})
+    out.update({f"estimated_precision_{c}": p
+                for c, p in record.get("estimated_precision_per_class", {}).items() if p is not None})
     audit = record.get("audit")
     if audit:
         out.update(precision=audit["precision"], audit_coverage=audit["coverage"], correct=audit["correct"])
@@ -119,7 +123,8 @@ class MlflowTracker(TrackingClient):
 
     def _finish(self, state, out_dir: Path) -> None:
         self.flush()
-        final = {"final_test_accuracy": state.test_accuracy,
+        est, _ = state.estimated_precision()
+        final = {"final_test_accuracy": state.test_accuracy, "final_estimated_precision": est,
                  "final_pseudo_labels": int((state.labels >= 0).sum()), "final_n_trials": state.n_trials}
         self.log_metrics(self.run_id, final, state.n_trials)
         self.client.set_tag(self.run_id, "termination_reason", state.termination_reason)

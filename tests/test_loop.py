@@ -1,6 +1,8 @@
 """The autolabel loop on the bundled sample: invariants, stopping, determinism, honest audit."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -113,6 +115,37 @@ def test_default_command_runs_on_the_bundled_sample(tmp_path, monkeypatch, cache
     assert len(runs) == 1 and "stopped:" in out
     names = {p.name for p in runs[0].iterdir()}
     assert {"dataset.csv", "metrics.json", "state.json", "checkpoint", "trials", "config.yaml"} <= names
+    # the invariant the loop exists for: its final model beats trial 1's (trained on human labels only)
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["final"]["test_accuracy"] > metrics["trials"][0]["test_accuracy"]
+    assert all(0 < r["estimated_precision"] <= 1 for r in metrics["trials"])
+    assert 0 < metrics["final"]["estimated_precision"] <= 1
+
+
+def test_metrics_json_has_the_estimated_precision_of_every_trial_and_the_final_set(fitted, tmp_path):
+    RunWriter(tmp_path, {}).finish(fitted.state_)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    classes = fitted.classes_
+    for r in metrics["trials"]:
+        assert 0 < r["estimated_precision"] <= 1 and r["temperature"] > 0
+        assert set(r["estimated_precision_per_class"]) == set(classes)
+    # each label scored by trial 1's calibrated head (human labels only): its chance of being right
+    labels, reference = fitted.pseudo_labels_, fitted.state_.reference
+    scores = reference[np.arange(len(labels)), np.maximum(labels, 0)]
+    final = metrics["final"]
+    assert final["estimated_precision"] == pytest.approx(float(scores[labels >= 0].mean()))
+    for c, name in enumerate(classes):
+        expected = float(scores[labels == c].mean()) if (labels == c).any() else None
+        assert final["estimated_precision_per_class"][name] == pytest.approx(expected)
+    assert final["estimated_precision"] == metrics["trials"][-1]["estimated_precision"]
+
+
+def test_threshold_with_target_precision_is_a_one_line_usage_error(tmp_path, cache_dir, capsys):
+    code = main(["--threshold", "0.8", "--target-precision", "0.9", "--out", str(tmp_path / "run"),
+                 "--cache-dir", str(cache_dir), "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--threshold and --target-precision are exclusive" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
@@ -120,7 +153,8 @@ def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
     from tests.conftest import REPO
 
     train, loop = resolve_configs(REPO / "configs" / "default.yaml", {"seed": 3}, {"n_trials": 2})
-    assert train.mode == "head" and train.seed == 3 and loop.policy == "flexmatch" and loop.n_trials == 2
+    assert train.mode == "head" and train.seed == 3 and loop.policy == "growth" and loop.n_trials == 2
+    assert loop.threshold is None and loop.target_precision is None and loop.calibration == "cv"
     bad = tmp_path / "bad.yaml"
     bad.write_text("loop:\n  treshold: 0.9\n")
     from classification.errors import InputError
@@ -131,7 +165,7 @@ def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
 def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     lb, ulb, test = sets
     pool = ulb.concat(load_unlabeled(sample / "ood_mnist"))
-    loop = LoopConfig(n_trials=1, threshold=0.5)
+    loop = LoopConfig(n_trials=1, threshold=0.5, policy="flexmatch", calibration="none")
     labeler = PseudoLabeler(loop, TRAIN, cache).fit(lb, pool, test=test)
     digit = np.array(["ood_mnist" in p for p in labeler.unlabeled_.paths])
     assert digit.sum() == 20
@@ -141,6 +175,21 @@ def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     frame = dataset_frame(labeler.state_)
     pseudo = frame[frame.source == "pseudo"]
     assert pseudo.ood_score.notna().all() and (pseudo.ood_score <= labeler.ood_.threshold_).all()
-    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, ood_guard=False), TRAIN, cache).fit(lb, pool)
+    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, policy="flexmatch", calibration="none",
+                                   ood_guard=False), TRAIN,
+                        cache).fit(lb, pool)
     assert not off.ood_refused_.any() and np.isnan(off.ood_score_).all()
     assert (off.pseudo_labels_[digit] >= 0).any()  # without the guard some digits get a class
+
+
+def test_the_thresholds_written_are_the_ones_applied(fitted):
+    from autolabel.outputs import trial_frame
+
+    frame = trial_frame(fitted.state_)
+    record = fitted.history_[-1]
+    classes = fitted.classes_
+    passed = (frame.confidence >= frame.threshold) & (frame.prediction != "") & ~frame.ood_refused
+    assert (frame.accepted == passed).all()
+    bars = frame.prediction.map(record["thresholds"])
+    assert np.allclose(frame.threshold[frame.prediction != ""], bars[frame.prediction != ""])
+    assert set(record["thresholds"]) == set(classes)

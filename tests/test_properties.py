@@ -169,7 +169,7 @@ def test_any_text_as_a_config(text):
 
 
 @pytest.mark.parametrize("text,message", [
-    pytest.param("loop:\n  threshold: high\n", "threshold must be a finite number, got 'high'", id="str-for-float"),
+    pytest.param("loop:\n  balance: high\n", "balance must be a finite number, got 'high'", id="str-for-float"),
     pytest.param("loop:\n  n_trials: 1.5\n", "n_trials must be an integer, got 1.5", id="float-for-int"),
     pytest.param("loop:\n  policy: [fixed]\n", "policy must be a string, got ['fixed']", id="list-for-str"),
     pytest.param("train:\n  lr: .nan\n", "lr must be a finite number, got nan", id="nan"),

@@ -86,13 +86,15 @@ def test_named_points_reach_listeners_until_they_stop():
 
 def test_trial_table_headers_are_whole_at_80_columns():
     trials = [{"trial": t, "accepted": 9750, "newly_accepted": 123, "dropped": 45, "refused_ood": 678,
-               "coverage": 0.875, "val_accuracy": 0.625, "test_accuracy": 0.5875, "audit": {"precision": 0.6213}}
+               "coverage": 0.875, "val_accuracy": 0.625, "test_accuracy": 0.5875, "estimated_precision": 0.9437,
+               "audit": {"precision": 0.6213}}
               for t in range(1, 11)]
-    final = {"pseudo_labels": 9750, "pool": 9750, "refused_ood": 678, "test_accuracy": 0.6, "audit": {"precision": 0.62}}
+    final = {"pseudo_labels": 9750, "pool": 9750, "refused_ood": 678, "test_accuracy": 0.6,
+             "estimated_precision": 0.9, "audit": {"precision": 0.62}}
     out = io.StringIO()
     Console(file=out, width=80).print(trial_table({"trials": trials, "final": final}))
     text = out.getvalue()
     assert "…" not in text and max(len(line) for line in text.splitlines()) <= 80
     for word in " ".join(COLUMNS).split():
         assert word in text
-    assert "62.1%" in text and "final" in text
+    assert "62.1%" in text and "94.4%" in text and "final" in text

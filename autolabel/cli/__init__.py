@@ -44,8 +44,9 @@ def root(
     data_clean: Optional[Path] = typer.Option(None, "--data-clean", help="Human labels: a folder per class or a path,label CSV (default: the bundled sample)."),
     data_raw: Optional[Path] = typer.Option(None, "--data-raw", help="Unlabelled images: any folder tree or a CSV with a path column."),
     n_trials: Optional[int] = typer.Option(None, "--n-trials", help="Trial budget (default: 10)."),
-    threshold: Optional[float] = typer.Option(None, help="Confidence needed to accept a pseudo-label (default: 0.8)."),
-    policy: Optional[str] = typer.Option(None, help="flexmatch | fixed (default: flexmatch)."),
+    threshold: Optional[float] = typer.Option(None, help="Confidence bar: fixed: every class's (default 0.8); flexmatch: the top of the class-wise bars, never below flex_floor x it (default 0.8); growth: a floor under its rank bars (default none)."),
+    target_precision: Optional[float] = typer.Option(None, "--target-precision", help="Accept, per class, the largest set whose estimated precision is at least this (within the policy's choice); exclusive with --threshold."),
+    policy: Optional[str] = typer.Option(None, help="growth (class-balanced curriculum) | flexmatch | fixed (default: growth)."),
     mode: Optional[str] = typer.Option(None, help="head | finetune (default: head on CPU, finetune on CUDA)."),
     out: Optional[Path] = typer.Option(None, "--out", "--baselogdir", help="Output folder (default: runs/<timestamp>)."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder after its last completed trial; its saved settings are used, and other settings given must match them."),
@@ -77,7 +78,8 @@ def root(
     req = RunRequest(
         data={"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test},
         train={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
-        loop={"n_trials": n_trials, "threshold": threshold, "policy": policy, "sticky": sticky,
+        loop={"n_trials": n_trials, "threshold": threshold, "target_precision": target_precision,
+              "policy": policy, "sticky": sticky,
               "balance": balance, "weak_views": views, "ood_guard": ood_guard},
         config=config, out=out, cache_dir=cache_dir, progress=progress_enabled(),
         tracking={"uri": tracking_uri, "experiment": experiment} if mlflow else None)

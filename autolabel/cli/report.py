@@ -7,7 +7,10 @@ from typing import Callable
 from autolabel.cli.common import print_skips
 from autolabel.loop import NOTHING_MORE
 
-COLUMNS = ["trial", "accepted", "new", "dropped", "OOD refused", "coverage", "val acc", "test acc", "precision"]
+# "est. prec.": the estimated precision of the accepted labels (mean calibrated confidence);
+# "true prec.": the audited one (with --truth)
+COLUMNS = ["trial", "accepted", "new", "dropped", "OOD refused", "coverage", "val acc", "test acc",
+           "est. prec.", "true prec."]
 
 
 def report(outcome, echo: Callable[[str], None], width: int | None = None) -> None:
@@ -28,17 +31,20 @@ def trial_table(metrics: dict):
     from rich import box
     from rich.table import Table
 
-    table = Table(title="autolabel trials", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    table = Table(title="autolabel trials", box=box.SIMPLE_HEAD, pad_edge=False, padding=0)
     for c in COLUMNS:
-        table.add_column(c, justify="right", min_width=max(map(len, c.split())))
+        word = max(map(len, c.split()))
+        # a header of several words wraps to its longest word (or a value's "100.0%")
+        table.add_column(c, justify="right", min_width=word, max_width=max(word, 6) if " " in c else None)
     for r in metrics["trials"]:
         table.add_row(str(r["trial"]), str(r["accepted"]), str(r["newly_accepted"]), str(r["dropped"]),
                       str(r.get("refused_ood", "")), pct(r["coverage"]), pct(r.get("val_accuracy")),
-                      pct(r.get("test_accuracy")), pct(r.get("audit", {}).get("precision")))
+                      pct(r.get("test_accuracy")), pct(r.get("estimated_precision")),
+                      pct(r.get("audit", {}).get("precision")))
     final = metrics["final"]
     table.add_row("final", str(final["pseudo_labels"]), "", "", str(final.get("refused_ood", "")),
                   pct(final["pseudo_labels"] / max(final["pool"], 1)), "", pct(final.get("test_accuracy")),
-                  pct(final.get("audit", {}).get("precision")))
+                  pct(final.get("estimated_precision")), pct(final.get("audit", {}).get("precision")))
     return table
 
 
