@@ -144,7 +144,7 @@ def print_table(setting: str, rows: dict) -> None:
         print(f"| {name} | {' | '.join(cols)} | {np.mean(row['wall_s']):.0f} |", flush=True)
 
 
-def plot_curves(setting: str, curves: dict) -> None:
+def plot_curves(setting: str, curves: dict, folder: Path = RESULTS) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,12 +154,13 @@ def plot_curves(setting: str, curves: dict) -> None:
     for name, points in curves.items():
         if points:
             ax.plot(*zip(*points), label=name, lw=2.5 if name == "default" else 1.2)
+    low = min((p for points in curves.values() for _, p in points), default=0.0)
     ax.set(xlabel="coverage of the pool", ylabel="precision of the accepted labels", title=setting,
-           xlim=(0, 1), ylim=(0, 1.01))
+           xlim=(0, 1), ylim=(max(0.0, low - 0.02), 1.002))  # zoomed: the curves differ near the top
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
-    RESULTS.mkdir(exist_ok=True)
-    fig.savefig(RESULTS / f"precision_coverage_{setting.replace(':', '_')}.png", dpi=120, bbox_inches="tight")
+    folder.mkdir(parents=True, exist_ok=True)
+    fig.savefig(folder / f"precision_coverage_{setting.replace(':', '_')}.png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
