@@ -21,7 +21,10 @@ def fingerprint(data, train, loop) -> str:
     """A digest of everything a run's labels depend on: settings, classes, and every image's path,
     content hash and human label (test images too: they feed the trial records)."""
     test = data.test
-    parts = {"train": train.to_dict(), "loop": loop.to_dict(), "classes": data.classes,
+    # not the trial budget: it says how many trials run, not what any of them does, and
+    # `--resume --reviewed` may raise it (autolabel.review.feedback)
+    loop = {k: v for k, v in loop.to_dict().items() if k != "n_trials"}
+    parts = {"train": train.to_dict(), "loop": loop, "classes": data.classes,
              "labeled": [data.labeled.paths, data.labeled.hashes, data.labeled.labels.tolist()],
              "pool": [data.pool.paths, data.pool.hashes],
              "test": None if test is None else [test.paths, test.hashes, test.labels.tolist()]}

@@ -17,7 +17,8 @@ import numpy as np
 from classification.data import UNLABELED, ImageSet
 from classification.errors import InputError
 
-FORMAT = 2  # state.json layout; 1 kept the out-of-class guard's arrays under their own keys
+FORMAT = 3  # state.json layout; 2 had no reviewed guard and the trial budget in its fingerprint,
+            # 1 kept the out-of-class guard's arrays under their own keys
 
 
 @dataclass(frozen=True)
