@@ -30,6 +30,7 @@ class Chromium:
     def __init__(self, binary: str, profile: Path, timeout: float = 60.0):
         self.binary, self.profile, self.timeout = binary, profile, timeout
         self._next_id, self._replies, self._events = 0, {}, queue.Queue()
+        self.seen: list[dict] = []  # every event so far, waited for or not
         self._lock = threading.Condition()
         self.session: str | None = None
 
@@ -51,6 +52,9 @@ class Chromium:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.call("Network.enable")  # so a test can see every request the page makes
+        # the page gets exactly WINDOW, whatever the browser's own frame takes
+        self.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1], deviceScaleFactor=1, mobile=False)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -78,6 +82,7 @@ class Chromium:
                             self._replies[msg["id"]] = msg
                             self._lock.notify_all()
                     else:
+                        self.seen.append(msg)
                         self._events.put(msg)
 
     def call(self, method: str, session: str | None | bool = True, **params) -> dict:
@@ -119,7 +124,7 @@ class Chromium:
 
     def key(self, key: str) -> None:
         """Press and release one key as a keyboard would (`a`, `3`, `ArrowRight`, `Enter`)."""
-        codes = {"ArrowRight": 39, "ArrowLeft": 37, "ArrowDown": 40, "ArrowUp": 38, "Enter": 13}
+        codes = {"ArrowRight": 39, "ArrowLeft": 37, "ArrowDown": 40, "ArrowUp": 38, "Enter": 13, "Home": 36, "End": 35}
         down = {"key": key, "windowsVirtualKeyCode": codes[key] if key in codes else ord(key.upper())}
         if len(key) == 1:
             down["text"] = key
@@ -144,6 +149,10 @@ class Chromium:
         begun = self.wait_event("Browser.downloadWillBegin")
         self.wait_event("Browser.downloadProgress", lambda p: p.get("guid") == begun["guid"] and p.get("state") == "completed")
         return begun
+
+    def requests(self) -> list[str]:
+        """The URL of every request the page has made so far."""
+        return [e["params"]["request"]["url"] for e in list(self.seen) if e["method"] == "Network.requestWillBeSent"]
 
     def screenshot(self, path: Path) -> Path:
         path.write_bytes(base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"]))
