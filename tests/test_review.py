@@ -14,7 +14,7 @@ import pytest
 from scipy.stats import binom
 
 from autolabel.cli import main
-from autolabel.review import bounds, labelstudio
+from autolabel.review import bounds
 from autolabel.review.folder import prepare
 from autolabel.review.sample import draw, load_sample, read_run_labels
 from autolabel.review.verdicts import read_review
@@ -248,3 +248,11 @@ def test_review_refuses_a_run_that_has_not_finished(run, capsys):
     assert "has not finished" in error_line(capsys)
     assert main(["review", str(run.parent / "nothing-here")]) == 2
     assert "no run" in error_line(capsys)
+
+
+def test_usage_mistakes_are_short_messages_not_tracebacks(capsys):
+    assert main(["certify"]) == 2
+    err = capsys.readouterr().err
+    assert "Missing argument 'run'" in err and "Traceback" not in err
+    assert main(["review"]) == 2  # no run: the command's help
+    assert "autolabel review RUN" in " ".join(capsys.readouterr().out.split())

@@ -25,6 +25,12 @@ from autolabel.settings import RunRequest, disk_full_message
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
 
+try:  # typer >= 0.20 ships its own copy of click, whose usage errors are not click's classes
+    from typer._click.exceptions import ClickException as _TyperClickException
+except ImportError:
+    _TyperClickException = click.ClickException
+USAGE_ERRORS = (click.ClickException, _TyperClickException)  # a missing argument, an unknown option: no traceback
+
 app = typer.Typer(add_completion=False, no_args_is_help=False, pretty_exceptions_enable=False,
                   help="Semi-supervised pseudo-labelling for image classification.")
 app.command("train")(train_cmds.train)
@@ -90,12 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     try:
         result = app(args=args, prog_name="autolabel", standalone_mode=False)
-    except click.ClickException as e:
+    except USAGE_ERRORS as e:
         e.show()
         return e.exit_code
     except click.exceptions.Exit as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         typer.echo("aborted", err=True)
         return 130
     except InputError as e:

@@ -139,6 +139,3 @@ def load_sample(path: str | Path) -> Sample:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InputError(f"cannot read the review sample {path}: {first_line(e)}") from None
 
-
-def frame_of(sample: Sample) -> pd.DataFrame:
-    return pd.DataFrame(sample.items, columns=["path", "label", "confidence", "stratum", "rank"])
