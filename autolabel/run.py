@@ -102,9 +102,9 @@ def start(req: RunRequest) -> RunOutcome | None:
     check_model_name(train_cfg.model)  # before --out exists: a typo must not leave a run folder behind
     d = req.data
     sources = resolve_sources(d.get("data_clean"), d.get("data_raw"), d.get("truth"), d.get("test"))
+    data = {**data_section(*sources), **reviewed_section(d.get("reviewed"))}
     with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
         out = distributed.broadcast(new_out_dir(req.out) if distributed.is_main() else None)
-    data = {**data_section(*sources), **reviewed_section(d.get("reviewed"))}
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data}
     return _execute(out, resolved, None, req)
 

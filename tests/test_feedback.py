@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from autolabel import hooks
 from autolabel.cli import main
 from autolabel.review.verdicts import read_review
 from tests.conftest import SAMPLE
@@ -44,6 +45,13 @@ def resume(run: Path, cache_dir: Path, *more: str) -> int:
                  "--cache-dir", str(cache_dir), *more])
 
 
+def interrupt_at(target: str):
+    def listener(point: str, trial: int | None) -> None:
+        if f"{point}:{trial}" == target:
+            raise KeyboardInterrupt  # as Ctrl-C there would
+    return listener
+
+
 def trial(run: Path, t: int) -> dict:
     return json.loads((run / "metrics.json").read_text())["trials"][t - 1]
 
@@ -57,8 +65,15 @@ def test_corrections_feed_back_into_the_next_trial(tmp_path_factory, cache_dir, 
     assert main(["certify", str(fed), "--no-mlflow"]) == 0  # the review certifies trial 1's labels
 
     assert resume(blank, cache_dir) == 0  # the same next trial without any verdict
-    assert resume(fed, cache_dir) == 0
+    stop = hooks.listen(interrupt_at("train:2"))
+    try:  # stopped in trial 2's training, once the review has been taken in
+        assert resume(fed, cache_dir) == 130
+    finally:
+        stop()
     assert "fed back: human labels from trial 2 on (trial budget 2)" in capsys.readouterr().out
+    assert not json.loads((fed / "state.json").read_text())["finished"]
+    # a plain --resume goes on with the review: the run holds it (config.yaml, RUN/review/reviewed_01.csv)
+    assert main(["--quiet", "--no-mlflow", "--resume", str(fed), "--cache-dir", str(cache_dir)]) == 0
     with_review, without = trial(fed, 2)["audit"]["precision"], trial(blank, 2)["audit"]["precision"]
     assert with_review >= without, (with_review, without)
 

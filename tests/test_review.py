@@ -256,3 +256,9 @@ def test_usage_mistakes_are_short_messages_not_tracebacks(capsys):
     assert "Missing argument 'run'" in err and "Traceback" not in err
     assert main(["review"]) == 2  # no run: the command's help
     assert "autolabel review RUN" in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_missing_review_stops_a_new_run_before_its_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["--no-mlflow", "--reviewed", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
+    assert "--reviewed" in error_line(capsys) and not out.exists()
