@@ -262,3 +262,16 @@ def test_a_missing_review_stops_a_new_run_before_its_folder(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["--no-mlflow", "--reviewed", str(tmp_path / "missing.csv"), "--out", str(out)]) == 2
     assert "--reviewed" in error_line(capsys) and not out.exists()
+
+
+def test_tracking_problems_are_warnings(run, sample, capsys):
+    prepare(run, 10, seed=0)
+    review = truthful(run, sample)
+    assert main(["certify", str(run), "--review", str(review)]) == 0  # a run tracked nowhere
+    assert "certificate not logged" in capsys.readouterr().err
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "mlflow_run_id": "0123456789abcdef"}))
+    assert main(["certify", str(run), "--review", str(review), "--tracking-uri", "http://127.0.0.1:9"]) == 0
+    err = capsys.readouterr().err
+    assert "certificate not logged to MLflow run 0123456789abcdef at http://127.0.0.1:9" in err
+    assert (run / "review" / "certificate.json").is_file()
