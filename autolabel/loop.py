@@ -38,7 +38,7 @@ from autolabel.state import LoopData, LoopState
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
-from classification.data import ImageSet, dedupe, stratified_split
+from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
 from classification.engine import FitResult, fit, sized
 
 _logger = logging.getLogger(__name__)
@@ -71,17 +71,22 @@ class PseudoLabeler:
         self.epoch_callbacks = list(epoch_callbacks)
 
     def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None,
-            resume: dict | None = None) -> "PseudoLabeler":
+            resume: dict | None = None, reviewed: dict[str, str | None] | None = None) -> "PseudoLabeler":
         """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything.
         `resume`: a run's saved state (`state_dict()`, as state.json keeps it); the loop continues
-        after its last trial, and refuses when the images or settings are not the ones it was saved with."""
+        after its last trial, and refuses when the images or settings are not the ones it was saved with.
+        `reviewed`: pool path -> the class a person gave it (None: rejected without one), see
+        autolabel.review.feedback; human labels (or never labelled) from the next trial on, and a
+        run that had stopped goes on."""
         with distributed.collective():  # under torchrun every rank runs this; rank 0 decides
             self._prepare(labeled, unlabeled, test)
             if resume is not None:
                 self.load_state_dict(resume)
             else:
                 self._fit_guards()
-            self._run_trials()
+            if reviewed:
+                self._apply_review(reviewed)
+            self._run_trials(reopened=bool(reviewed))
             hooks.reached("final", self.state_.n_trials)
             self.state_.model = self._fit_current(None)
             self.state_.test_pred = self._test_predictions(self.state_.model)
@@ -99,6 +104,14 @@ class PseudoLabeler:
         self.policy_.load_state_dict(self.state_.policy)
         for guard in self.guards_:
             guard.load_state_dict(self.state_.guards[guard.name])
+        self._sync_guards()
+
+    def _apply_review(self, reviewed: dict[str, str | None]) -> None:
+        """Reviewed images stop being pseudo-labels now; the reviewed guard keeps them so."""
+        guard = next(g for g in self.guards_ if g.name == "reviewed")
+        guard.apply(reviewed, self.data_.pool.paths, self.data_.classes, self.state_.n_trials + 1)
+        self.state_.labels[guard.excluded] = UNLABELED
+        self.state_.accepted_trial[guard.excluded] = -1
         self._sync_guards()
 
     def _sync_guards(self) -> None:
@@ -127,10 +140,11 @@ class PseudoLabeler:
             guard.load_state_dict(distributed.broadcast(guard.state_dict()))
         self._sync_guards()
 
-    def _run_trials(self) -> None:
-        """Trials after the last completed one (all of them on a fresh run) until a stop or the budget."""
+    def _run_trials(self, reopened: bool = False) -> None:
+        """Trials after the last completed one (all of them on a fresh run) until a stop or the budget;
+        `reopened`: a review came in, so a run that had stopped goes on."""
         state = self.state_
-        if state.history and state.history[-1]["stop"]:  # a resumed run that had already stopped
+        if state.history and state.history[-1]["stop"] and not reopened:  # a resumed run that had already stopped
             state.termination_reason = state.history[-1]["stop"]
             return
         for trial in range(state.n_trials + 1, self.loop.n_trials + 1):
@@ -148,14 +162,24 @@ class PseudoLabeler:
         acc = self.state_.accepted
         return self.data_.pool.subset(acc).with_labels(self.state_.labels[acc], self.data_.classes)
 
+    def _human_labels(self) -> ImageSet:
+        """What a fit trains on as human labels: the user's training split, plus the pool images a
+        person reviewed and gave a class (the reviewed guard's `reviewed_label`)."""
+        reviewed = self.state_.columns.get("reviewed_label")
+        if reviewed is None or not (reviewed >= 0).any():
+            return self.data_.train_human
+        idx = np.flatnonzero(reviewed >= 0)
+        return self.data_.train_human.concat(self.data_.pool.subset(idx).with_labels(reviewed[idx], self.data_.classes))
+
     def _fit_current(self, trial: int | None) -> FitResult:
         data, state = self.data_, self.state_
         acc = state.accepted
-        train = data.train_human.concat(self._pseudo_set())
-        strong = np.r_[np.zeros(len(data.train_human), bool), np.ones(len(acc), bool)]
+        human = self._human_labels()
+        train = human.concat(self._pseudo_set())
+        strong = np.r_[np.zeros(len(human), bool), np.ones(len(acc), bool)]
         weight = np.ones(len(train), np.float32)
         if self.loop.confidence_weight:
-            weight[len(data.train_human):] = state.confidence[acc]
+            weight[len(human):] = state.confidence[acc]
         result = fit(self.train, train, data.val, self.cache, strong=strong, sample_weight=weight,
                      progress=self.progress, on_epoch=self._epoch_hook(trial))
         state.skipped += result.skipped
@@ -245,7 +269,7 @@ class PseudoLabeler:
                 "estimated_precision": est,
                 "estimated_precision_per_class": est_per_class,
                 "val_accuracy": result.best.get("val_accuracy"), "val_macro_f1": result.best.get("val_macro_f1"),
-                "train_size": len(self.data_.train_human) + int((before >= 0).sum()),
+                "train_size": len(self._human_labels()) + int((before >= 0).sum()),
                 "skipped": len(skipped), "stop": stop}
 
     # -- scikit-learn style fitted attributes, read from the state -----------------------------

@@ -1,6 +1,6 @@
 """What a run leaves in its output folder, written atomically as the loop goes.
 
-    dataset.csv          path,label,source(human|pseudo),confidence,trial,ood_score: the labelled dataset
+    dataset.csv          path,label,source(human|human-reviewed|pseudo),confidence,trial,ood_score: the labelled dataset
     trials/trial_NN.csv  every pool image's prediction, confidence, threshold, ood score and decision
     metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason,
                          estimated precision (overall and per class) per trial and final
@@ -87,7 +87,9 @@ def trial_frame(state: LoopState) -> pd.DataFrame:
 
 
 def dataset_frame(state: LoopState) -> pd.DataFrame:
-    """Human labels first (confidence 1, trial 0), then the accepted pseudo-labels."""
+    """Human labels first (confidence 1, trial 0), then pool images a person reviewed and gave a
+    class (source human-reviewed, trial = the first trial that trained on them), then the accepted
+    pseudo-labels."""
     lb, pool, classes = state.data.labeled, state.data.pool, np.array(state.data.classes)
     acc = state.accepted
     human = pd.DataFrame({"path": lb.paths, "label": classes[lb.labels], "source": "human",
@@ -95,7 +97,13 @@ def dataset_frame(state: LoopState) -> pd.DataFrame:
     pseudo = pd.DataFrame({"path": [pool.paths[i] for i in acc], "label": classes[state.labels[acc]],
                            "source": "pseudo", "confidence": state.confidence[acc].round(6),
                            "trial": state.accepted_trial[acc], "ood_score": state.columns["ood_score"][acc].round(6)})
-    return pd.concat([human, pseudo], ignore_index=True)
+    reviewed = state.columns.get("reviewed_label", np.zeros(0, np.int64))
+    rev = np.flatnonzero(reviewed >= 0)
+    by_person = pd.DataFrame({"path": [pool.paths[i] for i in rev], "label": classes[reviewed[rev]],
+                              "source": "human-reviewed", "confidence": 1.0,
+                              "trial": state.columns.get("reviewed_since", reviewed)[rev],
+                              "ood_score": state.columns["ood_score"][rev].round(6)})
+    return pd.concat([human, by_person, pseudo] if len(rev) else [human, pseudo], ignore_index=True)
 
 
 def _names(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

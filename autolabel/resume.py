@@ -21,7 +21,10 @@ def fingerprint(data, train, loop) -> str:
     """A digest of everything a run's labels depend on: settings, classes, and every image's path,
     content hash and human label (test images too: they feed the trial records)."""
     test = data.test
-    parts = {"train": train.to_dict(), "loop": loop.to_dict(), "classes": data.classes,
+    # not the trial budget: it says how many trials run, not what any of them does, and
+    # `--resume --reviewed` may raise it (autolabel.review.feedback)
+    loop = {k: v for k, v in loop.to_dict().items() if k != "n_trials"}
+    parts = {"train": train.to_dict(), "loop": loop, "classes": data.classes,
              "labeled": [data.labeled.paths, data.labeled.hashes, data.labeled.labels.tolist()],
              "pool": [data.pool.paths, data.pool.hashes],
              "test": None if test is None else [test.paths, test.hashes, test.labels.tolist()]}
@@ -44,9 +47,13 @@ def read_run(folder: Path) -> tuple[dict, dict | None]:
 
 def config_changes(saved: dict, requested: dict) -> list[str]:
     """'section.key <saved>, not <requested>' for every setting that differs."""
-    return [f"{section}.{key} {saved[section].get(key)!r}, not {value!r}"
+    return [f"{section}.{key} {_shown(saved[section].get(key))}, not {_shown(value)}"
             for section in ("train", "loop", "data") for key, value in requested[section].items()
             if saved[section].get(key) != value]
+
+
+def _shown(value) -> str:
+    return "unset" if value is None else repr(value)
 
 
 def clean_after(folder: Path, trial: int) -> None:

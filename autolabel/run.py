@@ -21,6 +21,7 @@ from autolabel.loop import PseudoLabeler
 from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run
+from autolabel.review.feedback import keep_reviews, load_reviewed, reopen, reviewed_section
 from autolabel.settings import (RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
                                 requested, resolve_configs, resolve_sources)
 from autolabel.state import LoopState
@@ -40,16 +41,18 @@ class RunInputs:
     pool: ImageSet
     test: ImageSet | None
     truth: np.ndarray | None   # true class per de-duplicated pool image, -1 = unknown
+    reviewed: dict | None = None  # pool path -> class a person gave, None = rejected (--reviewed)
 
     @classmethod
     def load(cls, data: dict, with_truth: bool = True) -> "RunInputs":
-        """From a config's data section (data_clean, data_raw, test, truth: paths or None)."""
+        """From a config's data section (data_clean, data_raw, test, truth: paths or None;
+        reviewed: a list of review.csv files)."""
         labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
         test = load_labeled(data["test"], classes=labeled.classes) if data.get("test") else None
         truth = None
         if with_truth and data.get("truth"):
             truth = load_truth(data["truth"], dedupe(labeled, pool)[1], labeled.classes)
-        return cls(data, labeled, pool, test, truth)
+        return cls(data, labeled, pool, test, truth, load_reviewed(data.get("reviewed"), pool, labeled.classes))
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
@@ -80,7 +83,7 @@ def run_loop(resolved: dict, inputs: RunInputs, out: Path, cache: FeatureCache, 
     labeler = PseudoLabeler(loop, train, cache, progress=progress, epoch_callbacks=epoch_callbacks,
                             callbacks=[writer] + ([tracker] if tracker else []))
     try:
-        labeler.fit(inputs.labeled, inputs.pool, test=inputs.test, resume=saved)
+        labeler.fit(inputs.labeled, inputs.pool, test=inputs.test, resume=saved, reviewed=inputs.reviewed)
         metrics = writer.finish(labeler.state_)
         write_pictures(labeler.state_, out, cache)
         writer.commit(labeler.state_, finished=True)
@@ -100,9 +103,10 @@ def start(req: RunRequest) -> RunOutcome | None:
     check_model_name(train_cfg.model)  # before --out exists: a typo must not leave a run folder behind
     d = req.data
     sources = resolve_sources(d.get("data_clean"), d.get("data_raw"), d.get("truth"), d.get("test"))
+    data = {**data_section(*sources), **reviewed_section(d.get("reviewed"))}
     with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
         out = distributed.broadcast(new_out_dir(req.out) if distributed.is_main() else None)
-    resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data_section(*sources)}
+    resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data}
     return _execute(out, resolved, None, req)
 
 
@@ -112,6 +116,9 @@ def resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
     if req.out is not None and req.out.resolve() != folder.resolve():
         raise InputError("--resume DIR continues the run in DIR; leave out --out")
     saved, state = read_run(folder)
+    review = req.data.get("reviewed")
+    if review is not None:  # the one change --resume takes (autolabel.review.feedback)
+        saved, state, req = reopen(saved, state, req)
     # both sides through the config classes, so a setting added since the run started reads as its default
     changes = config_changes(requested(saved, RunRequest()), requested(saved, req))
     if changes:
@@ -121,6 +128,9 @@ def resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
     if state and state.get("finished"):
         return state
     done = state["trial"] if state else 0
+    if review is not None:
+        req.echo(f"autolabel: review {review} fed back: human labels from trial {done + 1} on "
+                 f"(trial budget {saved['loop']['n_trials']})")
     if distributed.is_main():
         clean_after(folder, done)
     cache_dir = req.cache_dir
@@ -137,14 +147,16 @@ def _execute(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> 
     if not distributed.is_main():  # a torchrun rank other than 0: compute with rank 0, write nothing
         inputs = RunInputs.load(resolved["data"], with_truth=False)
         labeler = PseudoLabeler(LoopConfig(**resolved["loop"]), train_cfg, FeatureCache(None))
-        labeler.fit(inputs.labeled, inputs.pool, inputs.test, resume=state)
+        labeler.fit(inputs.labeled, inputs.pool, inputs.test, resume=state, reviewed=inputs.reviewed)
         return None
     inputs = RunInputs.load(resolved["data"])
     train_cfg = sized(train_cfg, inputs.labeled.paths + inputs.pool.paths)
     resolved = {**resolved, "train": {**resolved["train"], "img_size": train_cfg.img_size}}  # config.yaml says what ran
+    resolved = keep_reviews(out, resolved, state)  # once the reviews are checked against the images
     cache = open_cache(req.cache_dir)
     tracker = _tracker(req.tracking, out, resolved, train_cfg, state.get("mlflow_run_id") if state else None)
     run_info = {"mlflow_run_id": tracker.run_id if tracker else None,
+                "mlflow_tracking_uri": tracker.tracking_uri if tracker else None,  # for `autolabel certify`
                 "cache_dir": str(cache.root.resolve()) if cache.root else None}
     req.echo(f"autolabel: {len(inputs.labeled)} human labels in {len(inputs.labeled.classes)} classes, "
              f"{len(inputs.pool)} unlabelled images -> {out}")

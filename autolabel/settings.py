@@ -19,7 +19,7 @@ BUNDLED = Path(__file__).resolve().parents[1] / "data"
 @dataclass(frozen=True)
 class RunRequest:
     """A run as asked for; None anywhere means "not given" (the saved run's or the default)."""
-    data: dict = field(default_factory=dict)   # data_clean, data_raw, truth, test: paths
+    data: dict = field(default_factory=dict)   # data_clean, data_raw, truth, test, reviewed: paths
     train: dict = field(default_factory=dict)  # TrainConfig fields given as flags
     loop: dict = field(default_factory=dict)   # LoopConfig fields given as flags
     config: Path | None = None                 # YAML with train: and loop: sections, under the flags

@@ -18,7 +18,8 @@ from autolabel.calibration import estimated_precision, label_scores
 from classification.data import UNLABELED, ImageSet
 from classification.errors import InputError
 
-FORMAT = 3  # state.json layout; 3 added the calibration and the reference probabilities,
+FORMAT = 4  # state.json layout; 4 added the reviewed guard and took the trial budget out of the
+            # fingerprint, 3 added the calibration and the reference probabilities,
             # 1 kept the out-of-class guard's arrays under their own keys
 
 

@@ -55,15 +55,15 @@ def test_sticky_labels_stay_and_re_decided_ones_can_go():
 
 
 def test_guards_are_a_registry_with_saved_state():
-    assert list(GUARDS) == ["ood", "balance"]
-    with pytest.raises(InputError, match="valid: ood, balance"):
+    assert list(GUARDS) == ["reviewed", "ood", "balance"]
+    with pytest.raises(InputError, match="valid: reviewed, ood, balance"):
         create_guards(LoopConfig(), ["ood", "typo"])
-    ood, balance = create_guards(LoopConfig(balance=1.0))
+    ood, balance = create_guards(LoopConfig(balance=1.0), ["ood", "balance"])
     ood.load_state_dict({"summary": {"k": 5, "tpr": 0.95, "threshold": 0.5},
                          "score": [0.1, 0.9, 0.2, 0.3], "refused": [False, True, False, False]})
     balance.load_state_dict({"multiple": 1.0, "human_counts": [3, 1]})
     assert ood.threshold_ == 0.5 and ood.k_ == 5 and ood.excluded.tolist() == [False, True, False, False]
-    again = create_guards(LoopConfig())[0]
+    again = create_guards(LoopConfig(), ["ood"])[0]
     again.load_state_dict(ood.state_dict())
     assert np.array_equal(again.columns["ood_score"], ood.columns["ood_score"])
     policy = create_policy("fixed", threshold=0.6, n_classes=2, n_unlabeled=4)

@@ -16,6 +16,7 @@ from autolabel.cli import data as data_cmds
 from autolabel.cli import grid as grid_cmds
 from autolabel.cli import index as index_cmds
 from autolabel.cli import ood as ood_cmds
+from autolabel.cli import review as review_cmds
 from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
@@ -36,6 +37,7 @@ app.command("grid")(grid_cmds.grid)
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(index_cmds.app, name="index")
 app.add_typer(ood_cmds.app, name="ood")
+review_cmds.register(app)
 
 
 @app.callback(invoke_without_command=True)
@@ -53,6 +55,7 @@ def root(
     config: Optional[Path] = typer.Option(None, help="YAML with train: and loop: sections; flags override it."),
     truth: Optional[Path] = typer.Option(None, help="file,label CSV for the pool: only scores the pseudo-labels."),
     test: Optional[Path] = typer.Option(None, help="Labelled test images: only scored."),
+    reviewed: Optional[Path] = typer.Option(None, "--reviewed", help="A review.csv (autolabel review): approved and corrected images become human labels from the next trial on, rejected ones are never labelled."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default: 0)."),
     sticky: Optional[bool] = typer.Option(None, "--sticky/--no-sticky", help="Keep accepted labels forever."),
     balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share (default: 1.5; 0 = off)."),
@@ -76,7 +79,7 @@ def root(
                              "only the loop (autolabel with no command) is distributed")
         return
     req = RunRequest(
-        data={"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test},
+        data={"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test, "reviewed": reviewed},
         train={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
         loop={"n_trials": n_trials, "threshold": threshold, "target_precision": target_precision,
               "policy": policy, "sticky": sticky,

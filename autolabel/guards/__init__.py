@@ -15,9 +15,10 @@ from __future__ import annotations
 from autolabel.guards.balance import BalanceCap, balance_cap
 from autolabel.guards.base import GuardContext
 from autolabel.guards.ood import OutOfClassGuard
+from autolabel.guards.reviewed import ReviewedLabels
 from classification.errors import InputError
 
-GUARDS = {"ood": OutOfClassGuard, "balance": BalanceCap}
+GUARDS = {"reviewed": ReviewedLabels, "ood": OutOfClassGuard, "balance": BalanceCap}
 
 __all__ = ["GUARDS", "GuardContext", "balance_cap", "create_guards"]
 
