@@ -87,9 +87,13 @@ def load_pairs(images: str | Path, masks: str | Path | None, classes_csv: str | 
     if not any(m is not None for m in found.masks) and not keep_unpaired:
         first = "".join(f" (first skip: {p}: {r})" for p, r in skipped[:1])
         raise InputError(f"no usable image/mask pair in {images} and {masks}{first}")
+    return found
+
+
+def report_skips(skipped: list[tuple[str, str]]) -> None:
+    """Log the skips once the input is settled: before an error they would crowd its one line."""
     for path, reason in skipped:
         _logger.warning("skipped %s: %s", path, reason)
-    return found
 
 
 def _folder(path: str | Path, what: str) -> Path:
@@ -185,7 +189,7 @@ def resolve_classes(classes_csv: str | Path | None, masks: str | Path | None) ->
         near = [Path(masks) / "classes.csv", Path(masks).parent / "classes.csv"]
         classes_csv = next((p for p in near if p.is_file()), None)
         if classes_csv is not None:
-            _logger.info("class names from %s", classes_csv)
+            _logger.debug("class names from %s", classes_csv)
     return read_classes(classes_csv) if classes_csv is not None else None
 
 
@@ -230,9 +234,9 @@ def select(pairs: MaskSet, stems: list[str], source: str) -> tuple[MaskSet, Mask
             chosen.add(hit[0])
         else:
             unknown.append(s)
-    if unknown:
-        _logger.warning("%d stem(s) in %s match no usable pair, e.g. %s", len(unknown), source, unknown[0])
     if not chosen:
         raise InputError(f"no stem in {source} matches a usable image/mask pair")
+    if unknown:
+        _logger.warning("%d stem(s) in %s match no usable pair, e.g. %s", len(unknown), source, unknown[0])
     rest = [i for i in range(len(pairs)) if i not in chosen]
     return pairs.subset(sorted(chosen)), pairs.subset(rest)

@@ -15,9 +15,10 @@ import numpy as np
 
 from classification.errors import InputError
 from classification.fileio import write_json
+from classification.models import check_model_name
 from segmentation.checkpoint import Segmenter, save_segmenter
 from segmentation.config import SegConfig
-from segmentation.data import MaskSet, load_pairs, read_split, select
+from segmentation.data import MaskSet, load_pairs, read_split, report_skips, select
 from segmentation.engine import Arrays, fit
 from segmentation.inference import make_runner, predict_probs
 from segmentation.metrics import confusion, image_iou, scores
@@ -54,6 +55,7 @@ def load_sets(spec: TrainSpec, val_fraction: float, seed: int) -> Sets:
     if spec.test_split is not None:
         test = select(test if spec.split is not None else pairs, read_split(spec.test_split), str(spec.test_split))[0]
     train_idx, val_idx = val_split(len(train), val_fraction, seed)
+    report_skips(pairs.skipped)
     return Sets(train.subset(train_idx), train.subset(val_idx), test, pairs.skipped)
 
 
@@ -70,6 +72,7 @@ def train_segmenter(spec: TrainSpec, cfg: SegConfig, out: Path, progress: bool =
     """Train, write the checkpoint folder (model.pt, classes.json, config.json), metrics.json,
     curves.png and, for the test set (else validation), best/worst pictures. Returns the metrics."""
     start = time.perf_counter()
+    check_model_name(cfg.encoder)  # before minutes of loading
     sets = load_sets(spec, cfg.val_fraction, cfg.seed)
     if len(sets.train) == 0:
         raise InputError("no training pairs left after the split")
