@@ -86,3 +86,18 @@ def pseudo_mask(pred: np.ndarray, pixel_conf: np.ndarray, pixel_threshold: float
 def accept(image_conf: np.ndarray, threshold: float) -> np.ndarray:
     """bool (N,): images whose confidence reaches `threshold`."""
     return np.asarray(image_conf, np.float64) >= threshold
+
+
+def decide_pool(probs: list[np.ndarray], rule: str, threshold: float,
+                pixel_threshold: float) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """One pass of the loop's per-image decision over a predicted pool.
+
+    Returns:
+        image_conf (N,) float, accepted (N,) bool, and each image's pseudo-mask (uint8, unsure
+        pixels IGNORE), kept for the rejected images too so that a caller can score them.
+    """
+    conf, masks = np.empty(len(probs)), []
+    for i, p in enumerate(probs):
+        pred, pixel_conf, conf[i] = mask_confidence(p, rule, pixel_threshold)
+        masks.append(pseudo_mask(pred, pixel_conf, pixel_threshold))
+    return conf, accept(conf, threshold), masks

@@ -24,6 +24,10 @@ class SegConfig:
     loss: str = "dicebce"               # dicebce | tversky (alpha 0.1, beta 0.9) | cedice
     head_epochs: int = 3                # stage 1: encoder frozen, decoder and head trained
     epochs: int = 30                    # stage 2: the whole network (early stopping may end it)
+    train_stages: int = -1              # stage 2 trains the encoder's deepest N feature stages (of 5);
+                                        # -1: all. On a CPU the high-resolution stages' backward pass is
+                                        # what costs: 1 (1/32 scale) trains 3/4 of lite0's weights at ~1/10
+                                        # the extra cost of all
     batch_size: int = 16
     encoder_lr: float = 1e-3            # seed 002: 1e-3 for the encoder
     decoder_lr: float = 1e-2            # seed 002: 1e-2 for the decoder and head
@@ -61,6 +65,8 @@ class SegConfig:
                      "batches_per_epoch"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.train_stages < -1:
+            raise InputError(f"train_stages must be -1 (all) or >= 0, got {self.train_stages}")
         if self.head_epochs + self.epochs == 0:
             raise InputError("nothing to train: head_epochs and epochs are both 0")
         if not 0 <= self.val_fraction < 1:

@@ -24,7 +24,7 @@ from classification.errors import InputError
 from segmentation.config import SegConfig
 from segmentation.losses import create_loss
 from segmentation.metrics import confusion, scores
-from segmentation.models import create_segmenter, decoder_parameters, input_stats
+from segmentation.models import create_segmenter, decoder_parameters, encoder_parts, input_stats
 from segmentation.transforms import PairDataset, eval_pair, train_transform
 
 _logger = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def fit(cfg: SegConfig, train: Arrays, val: Arrays, classes: list[str], *,
     if init_state is None and cfg.head_epochs:
         _stage(run, "decoder", cfg.head_epochs, [{"params": decoder_parameters(model), "lr": cfg.decoder_lr}])
     if cfg.epochs:
-        enc = [p for n, p in model.named_parameters() if n.startswith("encoder.")]
+        enc = [p for m in encoder_parts(model, cfg.train_stages)[1] for p in m.parameters(recurse=False)]
         _stage(run, "full", cfg.epochs, [{"params": enc, "lr": cfg.encoder_lr},
                                          {"params": decoder_parameters(model), "lr": cfg.decoder_lr}])
     model.load_state_dict(run.best_state)
@@ -130,9 +130,9 @@ def _seed_worker(worker_id: int) -> None:
 
 def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
     cfg, model = run.cfg, run.model
-    frozen = stage == "decoder"
-    for p in model.encoder.parameters():
-        p.requires_grad_(not frozen)
+    frozen = encoder_parts(model, 0 if stage == "decoder" else cfg.train_stages)[0]
+    for m in frozen:
+        m.requires_grad_(False)
     optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
@@ -157,13 +157,13 @@ def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
         p.requires_grad_(True)
 
 
-def _train_epoch(run: _Run, optimizer: torch.optim.Optimizer, frozen_encoder: bool) -> dict:
+def _train_epoch(run: _Run, optimizer: torch.optim.Optimizer, frozen: list[nn.Module]) -> dict:
     import time
 
     model, loss_fn = run.model, create_loss(run.cfg.loss)
     model.train()
-    if frozen_encoder:
-        model.encoder.eval()  # keep the pretrained batch-norm statistics
+    for m in frozen:
+        m.eval()  # frozen parts keep their pretrained batch-norm statistics too
     cuda = run.device.startswith("cuda")
     total, n, start = 0.0, 0, time.perf_counter()
     for x, y in run.loader:

@@ -60,3 +60,17 @@ def input_stats(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]
 def decoder_parameters(model: nn.Module) -> list[nn.Parameter]:
     """Everything trained from scratch: decoder and segmentation head."""
     return [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+
+
+def encoder_parts(model: nn.Module, stages: int) -> tuple[list[nn.Module], list[nn.Module]]:
+    """(frozen modules, trainable modules) of the encoder when only its deepest `stages` feature
+    stages train (-1, or all 5: everything). On a CPU the backward pass through the
+    high-resolution stages is what costs; the deep, low-resolution ones come almost free."""
+    enc = encoder_model(model)
+    names = enc.feature_info.module_name()
+    modules = [(n, m) for n, m in enc.named_modules() if n and not any(True for _ in m.children())]
+    if stages < 0 or stages >= len(names):
+        return [], [m for _, m in modules]
+    boundary = names[len(names) - 1 - stages]  # the last module of the deepest frozen stage
+    last = max(i for i, (n, _) in enumerate(modules) if n == boundary or n.startswith(boundary + "."))
+    return [m for _, m in modules[:last + 1]], [m for _, m in modules[last + 1:]]

@@ -104,3 +104,23 @@ def test_config_checks_at_the_boundary():
     with pytest.raises(InputError, match="epochs must be an integer"):
         SegConfig(epochs="many")
     assert SegConfig(decoder_width=64).decoder_channels() == (64, 32, 16, 16, 16)
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    from segmentation.config import load_seg_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    cpu, gpu = load_seg_config(root / "segment.yaml"), load_seg_config(root / "segment_gpu.yaml", epochs=3)
+    assert cpu.device == "cpu" and cpu.train_stages == 1 and gpu.device == "cuda" and gpu.epochs == 3
+
+
+def test_only_the_deepest_encoder_stages_train():
+    from segmentation.models import create_segmenter, encoder_parts
+
+    model = create_segmenter("tf_efficientnet_lite0", 3, weights=None)
+    names = {id(m): n for n, m in model.encoder.model.named_modules()}
+    frozen, trainable = encoder_parts(model, 1)
+    assert frozen and trainable and all(names[id(m)].startswith(("blocks.5", "blocks.6")) for m in trainable)
+    assert not encoder_parts(model, 0)[1] and not encoder_parts(model, -1)[0]
