@@ -44,11 +44,13 @@ def parse_args():
     p.add_argument("--quick", action="store_true", help="60 train / 16 test images at 64 px, 2 rounds: a smoke run")
     p.add_argument("--size", type=int, default=128, help="training crop side")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--head-epochs", type=int, default=2)
-    p.add_argument("--epochs", type=int, default=12, help="whole-network epochs, supervised rows")
-    p.add_argument("--epochs-10", type=int, default=30, help="whole-network epochs, the 10 %% row")
-    p.add_argument("--encoder-lr", type=float, default=1e-3)
-    p.add_argument("--decoder-lr", type=float, default=1e-2)
+    p.add_argument("--head-epochs", type=int, default=6, help="stage 1 (encoder frozen) epochs")
+    p.add_argument("--epochs", type=int, default=3, help="stage 2 epochs, the 100 %% row")
+    p.add_argument("--epochs-10", type=int, default=25, help="stage 2 epochs, the 10 %% row")
+    p.add_argument("--train-stages", type=int, default=1, help="encoder stages stage 2 trains (-1: all)")
+    p.add_argument("--head-lr", type=float, default=1e-2)
+    p.add_argument("--encoder-lr", type=float, default=1e-4)
+    p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--fraction", type=float, default=0.1, help="share of train masks the 10 %% rows keep")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--round-epochs", type=int, default=4, help="epochs per loop round (warm start)")
@@ -74,8 +76,8 @@ def load(args) -> dict:
 
 def config(args, epochs: int) -> SegConfig:
     return SegConfig(size=args.size, batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=epochs,
-                     encoder_lr=args.encoder_lr, decoder_lr=args.decoder_lr, threads=args.threads,
-                     val_fraction=0.0, patience=5, tta=True)
+                     train_stages=args.train_stages, head_lr=args.head_lr, encoder_lr=args.encoder_lr,
+                     decoder_lr=args.decoder_lr, threads=args.threads, val_fraction=0.0, patience=5, tta=True)
 
 
 def cached_fit(name: str, cfg: SegConfig, train, val, classes, init=None, key_extra=None) -> tuple[Segmenter, dict]:
@@ -103,8 +105,8 @@ def cached_fit(name: str, cfg: SegConfig, train, val, classes, init=None, key_ex
 
 
 def row(name: str, seg: Segmenter, meta: dict, test, extra: dict | None = None) -> dict:
-    s = evaluate(seg, test, tta=True)["scores"]
-    plain = evaluate(seg, test, tta=False)["scores"]
+    s = evaluate(seg, test, tta=True, runtime="onnx", cache_root=RESULTS / "cache")["scores"]
+    plain = evaluate(seg, test, tta=False, runtime="onnx", cache_root=RESULTS / "cache")["scores"]
     out = {"row": name, "test_miou": s["miou"], "test_dice": s["dice"], "test_miou_all": s["miou_all"],
            "test_miou_no_tta": plain["miou"], "per_class": s["per_class"], "n_train": meta["n_train"],
            "train_img_s": meta["train_img_s"], "train_seconds": meta["train_seconds"],

@@ -86,12 +86,11 @@ def fit(cfg: SegConfig, train: Arrays, val: Arrays, classes: list[str], *,
     run = _Run(cfg, model, _loader(cfg, train, mean, std), val_batches(val, mean, std, cfg.batch_size),
                classes, device, [], on_epoch, progress)
     if init_state is None and cfg.head_epochs:
-        _stage(run, "decoder", cfg.head_epochs, [{"params": decoder_parameters(model), "lr": cfg.decoder_lr}])
+        _stage(run, "decoder", cfg.head_epochs, [{"params": decoder_parameters(model), "lr": cfg.head_lr}])
     if cfg.epochs:
         enc = [p for m in encoder_parts(model, cfg.train_stages)[1] for p in m.parameters(recurse=False)]
         _stage(run, "full", cfg.epochs, [{"params": enc, "lr": cfg.encoder_lr},
                                          {"params": decoder_parameters(model), "lr": cfg.decoder_lr}])
-    model.load_state_dict(run.best_state)
     return SegFitResult(model.cpu().eval(), mean, std, run.history, run.best, len(train), run.seconds)
 
 
@@ -133,7 +132,7 @@ def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
     frozen = encoder_parts(model, 0 if stage == "decoder" else cfg.train_stages)[0]
     for m in frozen:
         m.requires_grad_(False)
-    optimizer = torch.optim.Adam(groups, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
     wait, stage_best = 0, -1.0
@@ -155,6 +154,7 @@ def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
             break
     for p in model.parameters():
         p.requires_grad_(True)
+    model.load_state_dict(run.best_state)  # the next stage starts from the best weights so far
 
 
 def _train_epoch(run: _Run, optimizer: torch.optim.Optimizer, frozen: list[nn.Module]) -> dict:

@@ -98,9 +98,10 @@ def train_segmenter(spec: TrainSpec, cfg: SegConfig, out: Path, progress: bool =
     return metrics
 
 
-def evaluate(seg: Segmenter, arrays: Arrays, tta: bool = False, runtime: str = "torch") -> dict:
+def evaluate(seg: Segmenter, arrays: Arrays, tta: bool = False, runtime: str = "torch",
+             cache_root: Path | None = None) -> dict:
     """Scores over the set, and each image's prediction and IoU (for the pictures)."""
-    run = make_runner(seg.model, runtime, "cpu")
+    run = make_runner(seg.model, runtime, "cpu", cache_root)
     k = len(seg.classes)
     cm, preds, ious = np.zeros((k, k), np.int64), [], []
     for (_, truth), probs in zip(arrays, predict_probs(run, (img for img, _ in arrays), seg.mean, seg.std, tta)):

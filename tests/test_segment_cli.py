@@ -77,20 +77,17 @@ def test_predict_runs(trained, data, tmp_path, capsys):
     assert Image.open(tmp_path / "p" / "masks" / "000001.png").size == (200, 200)
 
 
+T = ["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x"]
+
+
 @pytest.mark.parametrize("args,message", [
     (["train", "--images", "nope", "--masks", "nope", "--out", "x"], "images folder not found: nope"),
-    (["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x", "--size", "100"],
-     "--size must be a multiple of 32"),
-    (["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x", "--loss", "focal"],
-     "unknown loss 'focal'; valid: dicebce, tversky, cedice"),
-    (["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x", "--encoder", "resnet999"],
-     "unknown model 'resnet999'"),
-    (["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x", "--classes", "{d}/tiny.yaml"],
-     "every line must be index,name"),
-    (["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x", "--config", "{d}/bad.yaml"],
-     "unknown train key(s) lr"),
-    (["train", "--images", "{d}/images", "--masks", "{d}/masks", "--out", "x", "--split", "{d}/classes.csv"],
-     "matches a usable image/mask pair"),
+    (T + ["--size", "100"], "--size must be a multiple of 32"),
+    (T + ["--loss", "focal"], "unknown loss 'focal'; valid: dicebce, tversky, cedice"),
+    (T + ["--encoder", "resnet999"], "unknown model 'resnet999'"),
+    (T + ["--classes", "{d}/tiny.yaml"], "every line must be index,name"),
+    (T + ["--config", "{d}/bad.yaml"], "unknown train key(s) lr"),
+    (T + ["--split", "{d}/classes.csv"], "matches a usable image/mask pair"),
     (["predict", "--checkpoint", "{d}", "--images", "{d}/images", "--out", "x"], "not a segmentation checkpoint folder"),
 ])
 def test_bad_input_is_one_line_and_exit_2(data, capsys, tmp_path, args, message):
