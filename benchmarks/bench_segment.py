@@ -93,7 +93,9 @@ def cached_fit(name: str, cfg: SegConfig, train, val, classes, init=None, key_ex
         meta = json.loads(meta_path.read_text())
     else:
         start = time.perf_counter()
-        result = fit(cfg, train, val, classes, init_state=init)
+        result = fit(cfg, train, val, classes, init_state=init, on_epoch=lambda h: _logger.info(
+            "%s %s epoch %d: train loss %.3f (%.1f img/s), val loss %.3f, val mIoU %.3f", name, h["stage"],
+            h["epoch"], h["train_loss"], h["train_img_s"], h["val_loss"], h["val_miou"]))
         model = result.model
         meta = {"key": key, "best": result.best, "history": result.history, "n_train": len(train),
                 "train_img_s": sum(h["train_img_s"] for h in result.history) / len(result.history),
