@@ -25,10 +25,10 @@ from classification.fileio import write_json
 from segmentation.checkpoint import Segmenter
 from segmentation.confidence import IMAGE_RULES, decide_pool
 from segmentation.config import SegConfig
-from segmentation.data import IGNORE, load_pairs, read_split, select
+from segmentation.data import load_pairs, read_split, select
 from segmentation.engine import fit
 from segmentation.inference import make_runner, predict_probs
-from segmentation.metrics import confusion, scores
+from segmentation.metrics import pseudo_mask_scores
 from segmentation.models import create_segmenter, input_stats
 from segmentation.train import evaluate, val_split
 from segmentation.transforms import decode_pairs
@@ -123,15 +123,6 @@ def human_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, np.
     return np.sort(order[:k]), np.sort(order[k:])
 
 
-def pseudo_quality(masks, truth, classes) -> dict:
-    """Mean IoU of pseudo-masks against the truth on the pixels they keep, and the share kept."""
-    k = len(classes)
-    cm = sum(confusion(np.where(m == IGNORE, IGNORE, t), np.where(m == IGNORE, 0, m), k)
-             for m, t in zip(masks, truth)) if masks else np.zeros((k, k), np.int64)
-    kept = float(np.mean([np.mean(m != IGNORE) for m in masks])) if masks else 0.0
-    return {"pseudo_miou": scores(cm, classes)["miou"], "pixels_kept": kept}
-
-
 def rule_sweep(probs, truth, classes, pixel_threshold: float) -> list[dict]:
     """How each image rule and threshold would choose on this pool: count and pseudo-mask quality."""
     out = []
@@ -140,7 +131,7 @@ def rule_sweep(probs, truth, classes, pixel_threshold: float) -> list[dict]:
             conf, ok, masks = decide_pool(probs, rule, tau, pixel_threshold)
             chosen = np.flatnonzero(ok)
             out.append({"rule": rule, "threshold": tau, "accepted": int(ok.sum()),
-                        **pseudo_quality([masks[i] for i in chosen], [truth[i] for i in chosen], classes)})
+                        **pseudo_mask_scores([masks[i] for i in chosen], [truth[i] for i in chosen], classes)})
     return out
 
 
@@ -157,7 +148,7 @@ def run_loop(args, data, seg10: Segmenter, human, pool, val) -> tuple[list[dict]
             sweep = rule_sweep(probs, pool_truth, classes, args.pixel_threshold)
         conf, ok, masks = decide_pool(probs, args.rule, args.threshold, args.pixel_threshold)
         chosen = np.flatnonzero(ok)
-        quality = pseudo_quality([masks[i] for i in chosen], [pool_truth[i] for i in chosen], classes)
+        quality = pseudo_mask_scores([masks[i] for i in chosen], [pool_truth[i] for i in chosen], classes)
         train = human + [(pool_imgs[i], masks[i]) for i in chosen]
         cfg = config(args, args.round_epochs).with_(head_epochs=0, seed=r)
         seg, meta = cached_fit(f"loop_round{r}", cfg, train, val, classes, init=seg.model.state_dict(),

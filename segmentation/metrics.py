@@ -52,3 +52,15 @@ def _nanmean(x: np.ndarray) -> float:
 
 def _num(x: float) -> float | None:
     return None if np.isnan(x) else float(x)
+
+
+def pseudo_mask_scores(masks: list[np.ndarray], truth: list[np.ndarray], classes: list[str]) -> dict:
+    """How good pseudo-masks are: mean IoU (defect classes) against the truth over the pixels they
+    keep (IGNORE pixels left out), and the share of pixels they keep."""
+    k = len(classes)
+    cm = np.zeros((k, k), np.int64)
+    for m, t in zip(masks, truth):
+        keep = m != IGNORE
+        cm += confusion(np.where(keep, t, IGNORE), np.where(keep, m, 0), k)
+    kept = float(np.mean([np.mean(m != IGNORE) for m in masks])) if masks else 0.0
+    return {"pseudo_miou": scores(cm, classes)["miou"], "pixels_kept": kept}

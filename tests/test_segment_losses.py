@@ -124,3 +124,13 @@ def test_only_the_deepest_encoder_stages_train():
     frozen, trainable = encoder_parts(model, 1)
     assert frozen and trainable and all(names[id(m)].startswith(("blocks.5", "blocks.6")) for m in trainable)
     assert not encoder_parts(model, 0)[1] and not encoder_parts(model, -1)[0]
+
+
+def test_pseudo_mask_scores_count_only_kept_pixels():
+    from segmentation.metrics import pseudo_mask_scores
+
+    truth = np.array([[0, 1], [1, 2]])
+    pseudo = np.array([[0, 1], [IGNORE, 1]])  # one pixel left out, one wrong
+    s = pseudo_mask_scores([pseudo.astype(np.uint8)], [truth], CLASSES)
+    assert s["pixels_kept"] == 0.75
+    assert s["pseudo_miou"] == pytest.approx((1 / 2 + 0) / 2)  # a: tp 1, fp 1; b: fn 1
