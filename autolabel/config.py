@@ -1,14 +1,12 @@
 """The loop's settings, and reading a YAML config with `train:` and `loop:` sections."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from autolabel.policies import POLICIES
-from classification.config import TrainConfig, check_field_types
-from classification.errors import InputError, first_line
+from classification.config import TrainConfig, check_field_types, read_config_sections
+from classification.errors import InputError
 
 CALIBRATIONS = ("cv", "none")
 
@@ -69,23 +67,5 @@ def load_config(path: str | Path | None) -> tuple[dict, dict]:
     """Read `path` (YAML, safe loader) into raw `train` and `loop` dicts; unknown keys are errors."""
     if path is None:
         return {}, {}
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    # ValueError: undecodable bytes, or a scalar YAML resolves but cannot build (2001-02-30);
-    # RecursionError: nesting deeper than the parser's recursion allows.
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read config {path}: {first_line(e)}") from None
-    if not isinstance(raw, dict) or not set(raw) <= {"train", "loop"}:
-        raise InputError(f"config {path} must be a mapping with sections train: and loop:")
-    sections = {}
-    for name, cls in (("train", TrainConfig), ("loop", LoopConfig)):
-        section = raw.get(name) or {}
-        valid = {f.name for f in fields(cls)}
-        # keys may be any YAML scalar (1, true, null): compare and list them as text
-        unknown = (sorted(str(k) for k in section if k not in valid) if isinstance(section, dict)
-                   else ["<not a mapping>"])
-        if unknown:
-            raise InputError(f"config {path}: unknown {name} key(s) {', '.join(unknown)}; "
-                             f"valid: {', '.join(sorted(valid))}")
-        sections[name] = section
+    sections = read_config_sections(path, {"train": TrainConfig, "loop": LoopConfig})
     return sections["train"], sections["loop"]

@@ -9,10 +9,11 @@ import math
 import numbers
 import re
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 from classification import heads, losses
 from classification import runtime as runtimes
-from classification.errors import InputError
+from classification.errors import InputError, first_line
 from classification.registry import check_name
 from classification.train import modes, optimizers
 
@@ -139,6 +140,34 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {device} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def read_config_sections(path: str | Path, sections: dict[str, type]) -> dict[str, dict]:
+    """Read a YAML config (safe loader) made of the named sections, each checked against the fields
+    of its config dataclass: {section: raw dict}, empty for an absent section; unknown keys are errors."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    # ValueError: undecodable bytes, or a scalar YAML resolves but cannot build (2001-02-30);
+    # RecursionError: nesting deeper than the parser's recursion allows.
+    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:
+        raise InputError(f"cannot read config {path}: {first_line(e)}") from None
+    if not isinstance(raw, dict) or not set(raw) <= set(sections):
+        names = " and ".join(f"{name}:" for name in sections)
+        raise InputError(f"config {path} must be a mapping with section{'s' * (len(sections) > 1)} {names}")
+    out = {}
+    for name, cls in sections.items():
+        section = raw.get(name) or {}
+        valid = {f.name for f in fields(cls)}
+        # keys may be any YAML scalar (1, true, null): compare and list them as text
+        unknown = (sorted(str(k) for k in section if k not in valid) if isinstance(section, dict)
+                   else ["<not a mapping>"])
+        if unknown:
+            raise InputError(f"config {path}: unknown {name} key(s) {', '.join(unknown)}; "
+                             f"valid: {', '.join(sorted(valid))}")
+        out[name] = section
+    return out
 
 
 def check_field_types(config) -> None:

@@ -54,7 +54,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
                              "without a network pass --weights FILE or --no-pretrained") from None
         raise
     if weights not in (None, "hub"):
-        _load_backbone(model, name, weights)
+        load_backbone(model, name, weights)
     attach_head(model, num_classes, hidden, norm)
     return model
 
@@ -85,8 +85,14 @@ def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
     heads = (model.pretrained_cfg.get("classifier", "classifier"), ROTATION_HEAD)  # what features never pass
     state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
         k: v for k, v in model.state_dict().items() if k.split(".")[0] not in heads}
+    return state_digest(state, str(model.pretrained_cfg.get("architecture")))
+
+
+def state_digest(state: dict[str, torch.Tensor], salt: str = "") -> str:
+    """A short hash of `salt` (e.g. the architecture's name) and a state dict's keys and tensor
+    bytes: the weights' identity in cache keys."""
     digest = hashlib.blake2b(digest_size=8)
-    digest.update(str(model.pretrained_cfg.get("architecture")).encode())
+    digest.update(salt.encode())
     for key, tensor in state.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -160,7 +166,10 @@ def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, 
     return tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:])
 
 
-def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+def load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+    """Load backbone weights into a timm model (a classifier, or a `features_only` encoder):
+    `weights="auto"` for the packaged weights of `name`, else a state-dict file. Every backbone
+    tensor of `model` must be given with its shape; the head's tensors are left alone."""
     if weights == "auto":
         if name not in PACKAGED:
             tf_name = f"tf_{name}" if f"tf_{name}" in PACKAGED else None

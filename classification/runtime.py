@@ -84,20 +84,7 @@ def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
     """Run `part` through ONNX Runtime on the CPU from `path`, exporting it there first if it is
     missing, and once more if the file is damaged. `path` must name `part`'s weights (a hash),
     since an existing file is trusted."""
-    import onnxruntime as ort
-    import torch
-
-    if not path.is_file():
-        export_onnx(part, size, path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # a damaged export: rebuild it once
-        _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(part, size, path)
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    session = open_session(path, lambda p: export_onnx(part, size, p))
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> np.ndarray:
@@ -107,23 +94,50 @@ def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
     return run
 
 
+def open_session(path: Path, export: Callable[[Path], None]):
+    """An ONNX Runtime CPU session on the cached export at `path`, exporting it first (`export(path)`)
+    when absent, and once more when the cached file is damaged."""
+    import onnxruntime as ort
+    import torch
+
+    if not path.is_file():
+        export(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # a damaged export: rebuild it once
+        _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
+        export(path)
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def cache_root_or_tmp(cache_root: Path | None) -> Path:
+    return Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+
+
 def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:
     from classification.models import backbone_id
 
-    root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+    root = cache_root_or_tmp(cache_root)
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
     cut = f"-cut{tail_blocks}" if tail_blocks else ""
     return root / "onnx" / f"{arch}-{backbone_id(model, tail_blocks)}-{size}{cut}.onnx"
 
 
-def export_onnx(part: nn.Module, size: int, path: Path) -> None:
-    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically."""
+def export_onnx(part: nn.Module, size: int, path: Path, dynamic_size: bool = False) -> None:
+    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically.
+
+    `dynamic_size` also leaves height and width free (fully convolutional models, such as a UNet
+    whose input sides are multiples of its stride)."""
     import torch
 
-    _logger.info("exporting %s to ONNX (once per backbone and input size)", path.name)
+    _logger.info("exporting %s to ONNX (once per model and input size)", path.name)
     dummy = torch.zeros(2, 3, size, size)
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(part.eval().cpu(), (dummy,), str(tmp), dynamo=False,
                           input_names=["images"], output_names=["features"], opset_version=17,
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+                          dynamic_axes={"images": axes, "features": axes if dynamic_size else {0: "batch"}})

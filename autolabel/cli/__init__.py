@@ -17,6 +17,7 @@ from autolabel.cli import grid as grid_cmds
 from autolabel.cli import index as index_cmds
 from autolabel.cli import ood as ood_cmds
 from autolabel.cli import review as review_cmds
+from autolabel.cli import segment as segment_cmds
 from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
@@ -38,6 +39,7 @@ app.add_typer(data_cmds.app, name="data")
 app.add_typer(index_cmds.app, name="index")
 app.add_typer(ood_cmds.app, name="ood")
 review_cmds.register(app)
+app.add_typer(segment_cmds.app, name="segment")
 
 
 @app.callback(invoke_without_command=True)
