@@ -19,13 +19,13 @@ from classification.train.rotation import attach_rotation_head, rotation_head
 from classification.transforms import DataConfig
 
 
+FILES = ("model.pt", "classes.json", "config.json")
+
+
 def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cfg: TrainConfig,
                     data_cfg: DataConfig) -> Path:
     folder = Path(folder)
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    write_bytes(folder / "model.pt", buf.getvalue())
-    save_class_map(folder / "classes.json", classes)
+    save_weights(folder, model, classes)
     # what the head holds, whatever the settings asked (finetune mode keeps a plain head)
     train = {**cfg.to_dict(), "feature_norm": feature_norm(classifier_module(model)) is not None,
              "aux_rotation": rotation_head(model) is not None}
@@ -36,9 +36,7 @@ def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cf
 def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConfig, DataConfig]:
     """Rebuild the model from its config and load the weights (no pickle involved)."""
     folder = Path(folder)
-    for name in ("model.pt", "classes.json", "config.json"):
-        if not (folder / name).is_file():
-            raise InputError(f"not a checkpoint folder: {folder} has no {name}")
+    check_files(folder, "checkpoint")
     try:
         meta = json.loads((folder / "config.json").read_text())
         # a checkpoint from before FeatureNorm existed has a plain head (and, before
@@ -54,9 +52,29 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
                               norm=cfg.feature_norm)
     if cfg.aux_rotation:  # its weights are in model.pt; prediction never uses them
         attach_rotation_head(model)
+    load_weights(folder, model)
+    return model.eval(), classes, cfg, data_cfg
+
+
+def save_weights(folder: Path, model: nn.Module, classes: list[str]) -> None:
+    """Write `model.pt` (the state dict on the CPU) and `classes.json` into `folder`."""
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
+    write_bytes(folder / "model.pt", buf.getvalue())
+    save_class_map(folder / "classes.json", classes)
+
+
+def check_files(folder: Path, kind: str) -> None:
+    """Refuse a folder that lacks one of a checkpoint's `FILES`; `kind` names it in the error."""
+    for name in FILES:
+        if not (folder / name).is_file():
+            raise InputError(f"not a {kind} folder: {folder} has no {name}")
+
+
+def load_weights(folder: Path, model: nn.Module) -> None:
+    """Load `folder`/model.pt into `model` (tensors only, no pickle)."""
     try:
         state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as e:  # a damaged or foreign file
         raise InputError(f"cannot load {folder / 'model.pt'}: {first_line(e)}") from None
-    return model.eval(), classes, cfg, data_cfg
