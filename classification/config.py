@@ -76,13 +76,9 @@ class TrainConfig:
         check_name("optimizer", self.optimizer, ("auto", *optimizers.OPTIMIZERS))
         check_name("loss", self.loss, losses.LOSSES)
         check_name("head", self.head, heads.HEADS)
-        for name in ("lr", "batch_size", "hidden"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("epochs", "stage1_epochs", "stage2_epochs", "n_views", "patience", "tail_blocks",
-                     "tail_epochs"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_positive(self, ("lr", "batch_size", "hidden"))
+        check_non_negative(self, ("epochs", "stage1_epochs", "stage2_epochs", "n_views", "patience",
+                                  "tail_blocks", "tail_epochs"))
         if self.img_size is not None and self.img_size < 16:
             raise InputError(f"img_size must be at least 16, got {self.img_size}")
         if not 0 <= self.label_smoothing < 1:
@@ -168,6 +164,20 @@ def read_config_sections(path: str | Path, sections: dict[str, type]) -> dict[st
                              f"valid: {', '.join(sorted(valid))}")
         out[name] = section
     return out
+
+
+def check_positive(config, names: tuple[str, ...]) -> None:
+    """Refuse a config whose fields `names` are not all > 0."""
+    for name in names:
+        if getattr(config, name) <= 0:
+            raise InputError(f"{name} must be positive, got {getattr(config, name)}")
+
+
+def check_non_negative(config, names: tuple[str, ...]) -> None:
+    """Refuse a config whose fields `names` are not all >= 0."""
+    for name in names:
+        if getattr(config, name) < 0:
+            raise InputError(f"{name} must be >= 0, got {getattr(config, name)}")
 
 
 def check_field_types(config) -> None:

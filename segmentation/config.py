@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from classification.config import DEVICE, check_field_types, read_config_sections
+from classification.config import (DEVICE, check_field_types, check_non_negative, check_positive,
+                                   read_config_sections)
 from classification.errors import InputError
+from classification.registry import check_name
+from classification.runtime import RUNTIMES
 
 LOSS_NAMES = ("dicebce", "tversky", "cedice")  # kept here so a config is checked without torch
 
@@ -50,23 +53,16 @@ class SegConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        if self.loss not in LOSS_NAMES:
-            raise InputError(f"unknown loss {self.loss!r}; valid: {', '.join(LOSS_NAMES)}")
-        if self.augment not in ("flips", "light"):
-            raise InputError(f"unknown augment {self.augment!r}; valid: flips, light")
-        if self.runtime not in ("auto", "onnx", "torch"):
-            raise InputError(f"unknown runtime {self.runtime!r}; valid: auto, onnx, torch")
+        check_name("loss", self.loss, LOSS_NAMES)
+        check_name("augment", self.augment, ("flips", "light"))
+        check_name("runtime", self.runtime, ("auto", *RUNTIMES))
         if self.size < 32 or self.size % 32:
             raise InputError(f"--size must be a multiple of 32 (the UNet's stride), got {self.size}")
         if self.max_side is not None and self.max_side < 32:
             raise InputError(f"max_side must be at least 32, got {self.max_side}")
-        for name in ("batch_size", "head_lr", "encoder_lr", "decoder_lr", "decoder_width"):
-            if getattr(self, name) <= 0:
-                raise InputError(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("head_epochs", "epochs", "patience", "plateau_patience", "threads", "workers",
-                     "batches_per_epoch"):
-            if getattr(self, name) < 0:
-                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
+        check_positive(self, ("batch_size", "head_lr", "encoder_lr", "decoder_lr", "decoder_width"))
+        check_non_negative(self, ("head_epochs", "epochs", "patience", "plateau_patience", "threads",
+                                  "workers", "batches_per_epoch"))
         if self.train_stages < -1:
             raise InputError(f"train_stages must be -1 (all) or >= 0, got {self.train_stages}")
         if self.head_epochs + self.epochs == 0:

@@ -7,6 +7,8 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import print_skips, progress_enabled
+from classification.registry import check_name
+from classification.runtime import RUNTIMES
 from segmentation.config import load_seg_config
 from segmentation.predict import PredictSpec, predict_folder
 from segmentation.train import TrainSpec, train_segmenter
@@ -60,10 +62,7 @@ def predict(
     cache_dir: Optional[Path] = typer.Option(None, help="Where the ONNX export is cached."),
 ):
     """Write one mask PNG (class indices, original size) and one overlay PNG per image."""
-    if runtime not in ("auto", "onnx", "torch"):
-        from classification.errors import InputError
-
-        raise InputError(f"unknown runtime {runtime!r}; valid: auto, onnx, torch")
+    check_name("runtime", runtime, ("auto", *RUNTIMES))
     frame, skipped = predict_folder(PredictSpec(checkpoint, images, out, tta, runtime, cache_dir=cache_dir),
                                     progress=progress_enabled())
     typer.echo(f"predicted {len(frame)} images -> {out / 'masks'}, {out / 'overlays'}")
