@@ -29,7 +29,7 @@ class LoopConfig:
     balance: float = 1.5            # cap per class: this multiple of its human-label share of the pool; 0 = off
     sticky: bool = False            # keep accepted labels forever (seed 001) instead of re-deciding each trial
     weak_views: int = 1             # predict the pool with the mean of this many weak views (1: eval view)
-    confidence_weight: bool = False  # weight each pseudo-labelled image's loss by its confidence
+    confidence_weight: bool = True   # weight each pseudo-labelled image's loss by its calibrated confidence
     ood_guard: bool = True          # refuse pool images far from every human label (embeddings/ood.py)
     ood_k: int = 5                  # the guard's score: distance to the k-th nearest human label
     ood_tpr: float = 0.95           # the guard's threshold keeps this share of human labels (leave-one-out)

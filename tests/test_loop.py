@@ -193,3 +193,23 @@ def test_the_thresholds_written_are_the_ones_applied(fitted):
     bars = frame.prediction.map(record["thresholds"])
     assert np.allclose(frame.threshold[frame.prediction != ""], bars[frame.prediction != ""])
     assert set(record["thresholds"]) == set(classes)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_pseudo_labels_weigh_their_calibrated_confidence_in_the_loss(sets, cache, monkeypatch, weighted):
+    import autolabel.loop as loop_module
+    seen = []
+
+    def spy(*args, **kw):  # the real fit, recording the weights it was given
+        seen.append((args[1], kw["strong"], kw["sample_weight"]))
+        return fit(*args, **kw)
+
+    fit = loop_module.fit
+    monkeypatch.setattr(loop_module, "fit", spy)
+    labeler = _loop(sets, cache, n_trials=1, confidence_weight=weighted)
+    train, strong, weight = seen[-1]  # the final fit: human labels, then the accepted pseudo-labels
+    acc = labeler.state_.accepted
+    assert strong.sum() == len(acc) > 0 and (weight[~strong] == 1).all()
+    expected = labeler.state_.confidence[acc] if weighted else np.ones(len(acc))
+    np.testing.assert_allclose(weight[strong], expected, rtol=1e-6)
+    assert weighted == (weight[strong] < 1).any()

@@ -68,7 +68,7 @@ def test_review_page_reviews_saves_and_certifies(tmp_path_factory, cache_dir, tm
         assert all(u.startswith(("file:", "data:", "blob:")) for u in page.requests()), page.requests()
 
     keep = os.environ.get("AUTOLABEL_E2E_SCREENSHOTS")
-    if keep:  # e.g. docs/review_page.png, or CI's artifacts
+    if keep:  # e.g. docs/images (the README's picture), or CI's artifacts
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy2(shots / "review_page.png", Path(keep) / "review_page.png")
     assert_rendered(shots / "review_page.png")
