@@ -12,9 +12,8 @@ import hashlib
 import json
 from pathlib import Path
 
-import yaml
-
-from classification.errors import InputError, first_line
+from classification.errors import InputError, brief, first_line
+from classification.yamlfile import read_yaml
 
 
 def fingerprint(data, train, loop) -> str:
@@ -36,9 +35,9 @@ def read_run(folder: Path) -> tuple[dict, dict | None]:
     if not (folder / "config.yaml").is_file():
         raise InputError(f"--resume {folder}: no run there (no config.yaml); start one with --out {folder}")
     try:
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config = read_yaml(folder / "config.yaml", "the run's config")
         state = json.loads((folder / "state.json").read_text()) if (folder / "state.json").is_file() else None
-    except (OSError, ValueError, yaml.YAMLError) as e:
+    except (OSError, ValueError) as e:
         raise InputError(f"--resume {folder}: cannot read the saved run: {first_line(e)}") from None
     if not isinstance(config, dict) or not {"train", "loop", "data"} <= set(config):
         raise InputError(f"--resume {folder}: config.yaml lacks the train/loop/data sections of a run")
@@ -53,7 +52,7 @@ def config_changes(saved: dict, requested: dict) -> list[str]:
 
 
 def _shown(value) -> str:
-    return "unset" if value is None else repr(value)
+    return "unset" if value is None else brief(value)
 
 
 def clean_after(folder: Path, trial: int) -> None:

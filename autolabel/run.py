@@ -23,7 +23,7 @@ from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run
 from autolabel.review.feedback import keep_reviews, load_reviewed, reopen, reviewed_section
 from autolabel.settings import (RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
-                                requested, resolve_configs, resolve_sources)
+                                refuse_existing_run, requested, resolve_configs, resolve_sources)
 from autolabel.state import LoopState
 from classification import distributed
 from classification.cache import FeatureCache
@@ -31,6 +31,7 @@ from classification.config import TrainConfig, resolve_device
 from classification.engine import sized
 from classification.data import ImageSet, dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
+from classification.locks import exclusive, run_lock
 from classification.models import check_model_name
 
 @dataclass(frozen=True)
@@ -107,14 +108,30 @@ def start(req: RunRequest) -> RunOutcome | None:
     with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
         out = distributed.broadcast(new_out_dir(req.out) if distributed.is_main() else None)
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data}
-    return _execute(out, resolved, None, req)
+    with _locked(out):
+        if distributed.is_main():
+            refuse_existing_run(out)  # again, now that no other process can start one there
+        return _execute(out, resolved, None, req)
+
+
+def _locked(folder: Path):
+    """The run folder's lock (rank 0 writes; the other ranks of a torchrun write nothing)."""
+    return exclusive(run_lock(folder), f"run folder {folder}") if distributed.is_main() else contextlib.nullcontext()
 
 
 def resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
     """Continue the run in `folder` after its last completed trial. Settings given in `req` must
-    match the saved ones. Returns the saved state (a dict) when the run had already finished."""
+    match the saved ones. Returns the saved state (a dict) when the run had already finished.
+    A run another process is writing (still running) is refused."""
     if req.out is not None and req.out.resolve() != folder.resolve():
         raise InputError("--resume DIR continues the run in DIR; leave out --out")
+    if not (folder / "config.yaml").is_file():
+        read_run(folder)  # its one-line refusal, before a lock file is made in a folder that holds no run
+    with _locked(folder):
+        return _resume(folder, req)
+
+
+def _resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
     saved, state = read_run(folder)
     review = req.data.get("reviewed")
     if review is not None:  # the one change --resume takes (autolabel.review.feedback)

@@ -85,9 +85,7 @@ def given(flags: dict) -> dict:
 def new_out_dir(out: Path | None) -> Path:
     """The run's folder, created and checked writable; an existing run there is refused."""
     out = out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if any((out / name).exists() for name in ("config.yaml", "state.json", "metrics.json")):
-        raise InputError(f"--out {out} already holds a run; continue it with `autolabel --resume {out}`, "
-                         "or choose another folder")
+    refuse_existing_run(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -96,6 +94,12 @@ def new_out_dir(out: Path | None) -> Path:
     except OSError as e:
         raise InputError(f"--out {out} is not writable: {e.strerror or e}") from None
     return out
+
+
+def refuse_existing_run(out: Path) -> None:
+    if any((out / name).exists() for name in ("config.yaml", "state.json", "metrics.json")):
+        raise InputError(f"--out {out} already holds a run; continue it with `autolabel --resume {out}`, "
+                         "or choose another folder")
 
 
 def disk_full_message(e: OSError, out: Path | None = None) -> str:

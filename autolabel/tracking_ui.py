@@ -2,11 +2,14 @@
 runs wrote to, on 127.0.0.1 by default, in the foreground until Ctrl-C."""
 from __future__ import annotations
 
+import signal
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from autolabel.tracking_store import ensure_experiment, probe
 from classification.errors import InputError, first_line
@@ -26,6 +29,8 @@ def experiment_id(store: str, name: str) -> str:
 
 
 def check_port(host: str, port: int) -> None:
+    if not 1 <= port <= 65535:
+        raise InputError(f"--port must be in 1..65535, got {port}")
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is fine
         try:
@@ -62,10 +67,29 @@ def wait_ready(proc: subprocess.Popen, base: str) -> None:
         time.sleep(0.5)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """After Ctrl-C: the server shuts down on the same SIGINT from a terminal; otherwise ask it
-    (mlflow server forwards SIGTERM to its workers), and only then force it."""
-    for signal_it, grace in ((None, 5), (proc.terminate, 15), (proc.kill, 5)):
+class Terminated(Exception):
+    """This process got SIGTERM (a service manager, `kill`, a closed session)."""
+
+
+@contextmanager
+def terminated_as_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises `Terminated` instead of ending the process on the spot, so
+    the server this process started is stopped rather than left listening."""
+    def raise_terminated(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop(proc: subprocess.Popen, signalled: bool = True) -> None:
+    """After Ctrl-C: the server shuts down on the same SIGINT from a terminal (`signalled`);
+    otherwise ask it (mlflow server forwards SIGTERM to its workers), and only then force it."""
+    steps = ((None, 5),) if signalled else ()
+    for signal_it, grace in (*steps, (proc.terminate, 15), (proc.kill, 5)):
         if signal_it:
             signal_it()
         try:

@@ -11,7 +11,7 @@ from torch import nn
 
 from classification.config import TrainConfig
 from classification.data import load_class_map, save_class_map
-from classification.errors import InputError, first_line
+from classification.errors import InputError, brief, first_line
 from classification.fileio import write_bytes, write_json
 from classification.featurenorm import feature_norm
 from classification.models import classifier_module, create_classifier
@@ -42,11 +42,11 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
         # a checkpoint from before FeatureNorm existed has a plain head (and, before
         # aux_rotation existed, no rotation head: the field's default)
         cfg = TrainConfig.from_dict({"feature_norm": False, **meta["train"]})
-        data = meta["data"]
-        data_cfg = DataConfig(size=data["size"], mean=tuple(data["mean"]), std=tuple(data["std"]),
-                              interpolation=data["interpolation"], crop_pct=data["crop_pct"])
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
-        raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {e}") from None
+        data_cfg = DataConfig.from_dict(meta["data"])
+    except InputError as e:
+        raise InputError(f"checkpoint config {folder / 'config.json'}: {e}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {first_line(e)[:100]}") from None
     classes = load_class_map(folder / "classes.json")
     model = create_classifier(cfg.model, len(classes), weights=None, head=cfg.head, hidden=cfg.hidden,
                               norm=cfg.feature_norm)

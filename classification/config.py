@@ -13,7 +13,7 @@ from pathlib import Path
 
 from classification import heads, losses
 from classification import runtime as runtimes
-from classification.errors import InputError, first_line
+from classification.errors import InputError, brief
 from classification.registry import check_name
 from classification.train import modes, optimizers
 
@@ -141,14 +141,9 @@ def resolve_device(device: str) -> str:
 def read_config_sections(path: str | Path, sections: dict[str, type]) -> dict[str, dict]:
     """Read a YAML config (safe loader) made of the named sections, each checked against the fields
     of its config dataclass: {section: raw dict}, empty for an absent section; unknown keys are errors."""
-    import yaml
+    from classification.yamlfile import read_yaml
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    # ValueError: undecodable bytes, or a scalar YAML resolves but cannot build (2001-02-30);
-    # RecursionError: nesting deeper than the parser's recursion allows.
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read config {path}: {first_line(e)}") from None
+    raw = read_yaml(path) or {}
     if not isinstance(raw, dict) or not set(raw) <= set(sections):
         names = " and ".join(f"{name}:" for name in sections)
         raise InputError(f"config {path} must be a mapping with section{'s' * (len(sections) > 1)} {names}")
@@ -201,8 +196,7 @@ def check_field_types(config) -> None:
             if not any(k in _KIND_NAMES for k in kinds):
                 continue  # an annotation this check does not know: leave it to the field's own checks
             wanted = " or ".join(_KIND_NAMES.get(k, k) for k in kinds)
-            shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-            raise InputError(f"{f.name} must be {wanted}, got {shown}")
+            raise InputError(f"{f.name} must be {wanted}, got {brief(value)}")
 
 
 _KIND_NAMES = {"int": "an integer", "float": "a finite number", "str": "a string", "bool": "true or false",

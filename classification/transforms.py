@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 
 import albumentations as A
@@ -25,6 +26,38 @@ class DataConfig:
     std: tuple[float, float, float]
     interpolation: str = "bicubic"
     crop_pct: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataConfig":
+        """From a saved config's `data` section, checked: a hand-edited or damaged file must not
+        give a zero std (NaN probabilities), a size of text, or a crop wider than the image."""
+        from classification.errors import InputError, brief
+
+        if not isinstance(data, dict):
+            raise InputError(f"data must be a mapping, got {brief(data)}")
+        size, crop, interp = data.get("size"), data.get("crop_pct", 1.0), data.get("interpolation", "bicubic")
+        if type(size) is not int or not 16 <= size <= 4096:
+            raise InputError(f"data.size must be an integer in [16, 4096], got {brief(size)}")
+        if not _number(crop) or not 0 < crop <= 1:
+            raise InputError(f"data.crop_pct must be a number in (0, 1], got {brief(crop)}")
+        if interp not in _INTERP:
+            raise InputError(f"data.interpolation must be one of {', '.join(_INTERP)}, got {brief(interp)}")
+        mean, std = channel_values(data.get("mean"), "mean", 0.0), channel_values(data.get("std"), "std", 1e-6)
+        return cls(size=size, mean=mean, std=std, interpolation=interp, crop_pct=float(crop))
+
+
+def _number(x) -> bool:
+    return type(x) in (int, float) and math.isfinite(x)
+
+
+def channel_values(values, name: str, low: float) -> tuple[float, float, float]:
+    """Three finite numbers, each at least `low` (mean: 0; std: above 0)."""
+    from classification.errors import InputError, brief
+
+    if not isinstance(values, list) or len(values) != 3 or not all(_number(v) and v >= low for v in values):
+        bound = "> 0" if low > 0 else ">= 0"
+        raise InputError(f"data.{name} must be 3 finite numbers {bound} (one per channel), got {brief(values)}")
+    return tuple(float(v) for v in values)
 
 
 def data_config(model, size: int | None = None, crop_pct: float | None = None) -> DataConfig:

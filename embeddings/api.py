@@ -92,7 +92,8 @@ def query_images(index: EmbeddingIndex, images: ImageSet, embedder: Embedder, k:
     """One row per (query, rank): query, rank, id, path, label, distance."""
     check_provenance(index, embedder)
     emb = embedder(images)
-    D, I = index.search(emb.feats[emb.ok], k)
+    # more neighbours than the index holds would only allocate rows of -1 (a huge -k: gigabytes)
+    D, I = index.search(emb.feats[emb.ok], k if k < 1 else min(k, max(len(index.meta), 1)))
     queries = np.asarray(images.paths, dtype=object)[emb.ok]
     rows = []
     for q, (d_row, i_row) in enumerate(zip(D, I)):

@@ -31,7 +31,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from classification.errors import InputError, first_line
+from classification.errors import InputError, brief, first_line
 from classification.fileio import write_csv, write_json
 from embeddings.config import IndexConfig
 from embeddings.exact import rerank as rerank_exact
@@ -137,6 +137,8 @@ class EmbeddingIndex:
         callable from ids to rows, else the vectors the index keeps. Without it an ivfpq index
         returns the approximate distances of its codes."""
         _check_feats(feats, len(feats), self.manifest["input_dim"])
+        if type(k) is not int or k < 1:
+            raise InputError(f"-k must be a whole number >= 1, got {brief(k)}")
         x = np.ascontiguousarray(feats, np.float32)
         factor = self.config.rerank if rerank is None else rerank
         source = rerank_with if rerank_with is not None else self.vectors

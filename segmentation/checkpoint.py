@@ -12,6 +12,7 @@ from classification.checkpoint import check_files, load_weights, save_weights
 from classification.data import load_class_map
 from classification.errors import InputError, first_line
 from classification.fileio import write_json
+from classification.transforms import channel_values
 from segmentation.config import SegConfig
 from segmentation.models import create_segmenter
 
@@ -41,8 +42,10 @@ def load_segmenter(folder: str | Path) -> Segmenter:
     try:
         meta = json.loads((folder / "config.json").read_text())
         cfg = SegConfig.from_dict(meta["segment"])
-        mean, std = tuple(meta["data"]["mean"]), tuple(meta["data"]["std"])
-    except (KeyError, TypeError, json.JSONDecodeError) as e:
+        mean, std = channel_values(meta["data"]["mean"], "mean", 0.0), channel_values(meta["data"]["std"], "std", 1e-6)
+    except InputError as e:
+        raise InputError(f"checkpoint config {folder / 'config.json'}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
         raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {first_line(e)}") from None
     classes = load_class_map(folder / "classes.json")
     model = create_segmenter(cfg.encoder, len(classes), None, cfg.decoder_channels())

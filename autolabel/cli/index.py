@@ -16,6 +16,7 @@ import typer
 from autolabel.cli.common import open_embedder, print_skips
 from autolabel.cli.options import BACKBONE, CACHE_DIR, IMG_SIZE, THREADS, WORKERS, int_list
 from classification.errors import InputError
+from classification.locks import exclusive, index_lock
 from embeddings.api import add_images, build_index, load_images, load_queries, query_images, recall_report
 from embeddings.config import IndexConfig
 from embeddings.index import EmbeddingIndex, set_threads
@@ -67,8 +68,11 @@ def build(
     if shards < 1:
         raise InputError(f"--shards must be >= 1, got {shards}")
     set_threads(threads)
-    index, skipped = build_index(load_images(images), open_embedder(model, img_size, cache_dir, workers), cfg)
-    index.save(out, shards=shards)
+    with exclusive(index_lock(out), f"index folder {out}"):
+        if (out / "manifest.json").exists() and not force:  # again, now that no one else writes it
+            raise InputError(f"{out} already holds an index; use `autolabel index add` or --force")
+        index, skipped = build_index(load_images(images), open_embedder(model, img_size, cache_dir, workers), cfg)
+        index.save(out, shards=shards)
     typer.echo(f"indexed {_describe(index.manifest, shards)} -> {out}")
     print_skips(typer.echo, skipped)
 
@@ -89,9 +93,10 @@ def add(
 ):
     """Add images to an index without retraining it (content already indexed is left out)."""
     set_threads(threads)
-    index = EmbeddingIndex.load(index_dir)
-    added, skipped = add_images(index, load_images(images), embedder_for(index.manifest, cache_dir, workers))
-    index.save(index_dir)
+    with exclusive(index_lock(index_dir), f"index folder {index_dir}"):  # load, add, save: one writer
+        index = EmbeddingIndex.load(index_dir)
+        added, skipped = add_images(index, load_images(images), embedder_for(index.manifest, cache_dir, workers))
+        index.save(index_dir)
     typer.echo(f"added {added} images; the index holds {index.manifest['count']}")
     print_skips(typer.echo, skipped)
 

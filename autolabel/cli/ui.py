@@ -11,7 +11,8 @@ from typing import Optional
 import typer
 
 from autolabel.tracking_store import DEFAULT_EXPERIMENT, is_http, resolve_tracking_uri, runs_url
-from autolabel.tracking_ui import check_port, experiment_id, local_url, start_server, stop, wait_ready
+from autolabel.tracking_ui import (Terminated, check_port, experiment_id, local_url, start_server, stop,
+                                   terminated_as_interrupt, wait_ready)
 from classification.errors import InputError
 
 
@@ -32,9 +33,13 @@ def ui(
     typer.echo(f"starting MLflow UI on {store} ...")
     proc = start_server(store, host, port)
     try:
-        wait_ready(proc, base)
-        typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
-        proc.wait()
+        with terminated_as_interrupt():
+            wait_ready(proc, base)
+            typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+            proc.wait()
+    except Terminated:  # SIGTERM came to us only: stop the server and its workers now
+        stop(proc, signalled=False)
+        return
     except KeyboardInterrupt:  # the server got the same Ctrl-C; give it time to shut down
         stop(proc)
         return
