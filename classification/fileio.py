@@ -46,7 +46,7 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=jsonable) + "\n")
 
 
 def write_csv(path: str | Path, frame, sep: str = ",") -> None:
@@ -67,7 +67,8 @@ def write_figure(path: str | Path, fig) -> Path:
     return path
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """What `write_json` writes for a value json cannot take."""
     # numpy scalars and arrays show up in metrics; keep JSON plain
     if hasattr(obj, "tolist"):
         return obj.tolist()
