@@ -55,6 +55,19 @@ def write_csv(path: str | Path, frame, sep: str = ",") -> None:
         frame.to_csv(tmp, index=False, sep=sep)
 
 
+def user_cache_dir() -> Path:
+    """The private per-user folder for files made when no cache folder is given (ONNX exports):
+    $XDG_CACHE_HOME/autolabel, else ~/.cache/autolabel, created readable by its owner only. Never a
+    fixed name in a shared temporary folder, where another user could plant or read files."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative (which the XDG spec says to ignore)
+        base = str(Path.home() / ".cache")
+    folder = Path(base) / "autolabel"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
+
+
 def write_figure(path: str | Path, fig) -> Path:
     """Save a matplotlib figure as PNG atomically (tight layout, 100 dpi) and close it."""
     import matplotlib.pyplot as plt

@@ -1,9 +1,11 @@
 """Running the frozen backbone fast.
 
 On CPU the backbone runs through ONNX Runtime: exported once with the TorchScript-based exporter
-(dynamic batch axis) and cached under the feature cache, keyed by architecture, backbone weights
-and input size. On CUDA it runs eagerly in channels_last with autocast. Both return the pooled
-pre-logit features as float32 numpy, and the ONNX path matches eager PyTorch to float tolerance.
+(dynamic batch axis) and cached under the feature cache (without one, in the private per-user
+cache folder), keyed by architecture, backbone weights and input size, with its SHA-256 beside
+it: an export that fails the check is made again before use. On CUDA it runs eagerly in
+channels_last with autocast. Both return the pooled pre-logit features as float32 numpy, and the
+ONNX path matches eager PyTorch to float tolerance.
 
 `RUNTIMES` maps a runtime's name to its runner factory. torch and ONNX Runtime are imported when
 a runner is made, not when this module loads, so `TrainConfig` checks its `runtime` against this
@@ -12,14 +14,14 @@ very dict without loading either.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from classification.fileio import atomic_path
+from classification.digest import bytes_digest, record, recorded
+from classification.fileio import atomic_path, user_cache_dir
 from classification.registry import check_name
 
 if TYPE_CHECKING:
@@ -82,22 +84,20 @@ def torch_runner(part: nn.Module, device: str) -> Runner:
 
 def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
     """Run `part` through ONNX Runtime on the CPU from `path`, exporting it there first if it is
-    missing, and once more if the file is damaged. `path` must name `part`'s weights (a hash),
-    since an existing file is trusted."""
+    missing, and once more if it fails its checksum (or has none) or does not load. `path` must
+    name `part`'s weights (a hash), since an export that passes its check is trusted."""
     import onnxruntime as ort
     import torch
 
-    if not path.is_file():
-        export_onnx(part, size, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    model = _checked_export(part, size, path)
     try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # a damaged export: rebuild it once
+        session = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # checked, yet unusable (an export from another onnxruntime): once more
         _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(part, size, path)
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(_export_bytes(part, size, path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> np.ndarray:
@@ -107,17 +107,36 @@ def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
     return run
 
 
+def _checked_export(part: nn.Module, size: int, path: Path) -> bytes:
+    """The export's bytes, checked against the digest recorded with it; a missing, damaged or
+    unrecorded export is made again (one warning). The bytes checked are the bytes loaded."""
+    if not path.is_file():
+        return _export_bytes(part, size, path)
+    data, expected = path.read_bytes(), recorded(path)
+    if expected is not None and bytes_digest(data) == expected:
+        return data
+    why = "has no recorded checksum" if expected is None else "fails its checksum (damaged)"
+    _logger.warning("cached ONNX model %s %s; exporting again", path, why)
+    return _export_bytes(part, size, path)
+
+
+def _export_bytes(part: nn.Module, size: int, path: Path) -> bytes:
+    export_onnx(part, size, path)
+    return path.read_bytes()
+
+
 def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:
     from classification.models import backbone_id
 
-    root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+    root = Path(cache_root) if cache_root is not None else user_cache_dir()
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
     cut = f"-cut{tail_blocks}" if tail_blocks else ""
     return root / "onnx" / f"{arch}-{backbone_id(model, tail_blocks)}-{size}{cut}.onnx"
 
 
 def export_onnx(part: nn.Module, size: int, path: Path) -> None:
-    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically."""
+    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically,
+    and record its digest beside it (NAME.onnx.sha256)."""
     import torch
 
     _logger.info("exporting %s to ONNX (once per backbone and input size)", path.name)
@@ -127,3 +146,4 @@ def export_onnx(part: nn.Module, size: int, path: Path) -> None:
         torch.onnx.export(part.eval().cpu(), (dummy,), str(tmp), dynamo=False,
                           input_names=["images"], output_names=["features"], opset_version=17,
                           dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+    record(path)
