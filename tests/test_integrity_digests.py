@@ -195,6 +195,7 @@ def resume(run: Path, cache_dir: Path) -> int:
     return main(["--quiet", "--no-mlflow", "--resume", str(run), "--cache-dir", str(cache_dir)])
 
 
+@pytest.mark.slow  # the first to need the tiny run makes it (about 20 s)
 def test_a_damaged_state_json_is_refused_in_one_line(run, cache_dir, capsys):
     text = (run / "state.json").read_text()
     at = text.index('"confidence": [') + len('"confidence": [')
@@ -211,6 +212,7 @@ def test_a_damaged_state_json_is_refused_in_one_line(run, cache_dir, capsys):
     assert capsys.readouterr().err.count("\n") == 1
 
 
+@pytest.mark.slow  # the first to need the tiny run makes it (about 20 s)
 def test_a_damaged_trial_csv_is_refused_in_one_line(run, cache_dir, capsys):
     flip(run / "trials" / "trial_01.csv")
     assert resume(run, cache_dir) == 2
@@ -221,6 +223,7 @@ def test_a_damaged_trial_csv_is_refused_in_one_line(run, cache_dir, capsys):
     assert "trials/trial_01.csv is damaged or missing" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # the first to need the tiny run makes it (about 20 s)
 def test_a_finished_run_redoes_its_final_fit_for_damaged_outputs(run, sample, cache_dir, capsys):
     inputs = tree_digest(sample)
     good = {name: (run / name).read_bytes() for name in ("dataset.csv", "checkpoint/model.pt", "trials/trial_01.csv")}
@@ -238,6 +241,7 @@ def test_a_finished_run_redoes_its_final_fit_for_damaged_outputs(run, sample, ca
     assert tree_digest(sample) == inputs
 
 
+@pytest.mark.slow  # the first to need the tiny run makes it (about 20 s)
 def test_a_state_json_from_before_digests_is_read_unchecked(run, cache_dir, capsys):
     saved = json.loads((run / "state.json").read_text())
     old = {k: v for k, v in saved.items() if k not in ("digest", "outputs")}
