@@ -28,20 +28,12 @@ FILES = ("model.pt", "classes.json", "config.json")
 def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cfg: TrainConfig,
                     data_cfg: DataConfig) -> Path:
     folder = Path(folder)
-<<<<<<< HEAD
-    save_weights(folder, model, classes)
-=======
-    buf = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
-    weights = buf.getvalue()
-    write_bytes(folder / "model.pt", weights)
-    save_class_map(folder / "classes.json", classes)
->>>>>>> dig
+    weights_digest = save_weights(folder, model, classes)
     # what the head holds, whatever the settings asked (finetune mode keeps a plain head)
     train = {**cfg.to_dict(), "feature_norm": feature_norm(classifier_module(model)) is not None,
              "aux_rotation": rotation_head(model) is not None}
     write_json(folder / "config.json", {"train": train, "data": data_cfg.__dict__,
-                                        "digests": {"model.pt": bytes_digest(weights)}})
+                                        "digests": {"model.pt": weights_digest}})
     return folder
 
 
@@ -64,17 +56,18 @@ def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConf
                               norm=cfg.feature_norm)
     if cfg.aux_rotation:  # its weights are in model.pt; prediction never uses them
         attach_rotation_head(model)
-<<<<<<< HEAD
-    load_weights(folder, model)
+    load_weights(folder, model, meta.get("digests"))
     return model.eval(), classes, cfg, data_cfg
 
 
-def save_weights(folder: Path, model: nn.Module, classes: list[str]) -> None:
-    """Write `model.pt` (the state dict on the CPU) and `classes.json` into `folder`."""
+def save_weights(folder: Path, model: nn.Module, classes: list[str]) -> str:
+    """Write `model.pt` (the state dict on the CPU) and `classes.json` into `folder`; returns
+    model.pt's digest, for the config to record."""
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     write_bytes(folder / "model.pt", buf.getvalue())
     save_class_map(folder / "classes.json", classes)
+    return bytes_digest(buf.getvalue())
 
 
 def check_files(folder: Path, kind: str) -> None:
@@ -84,19 +77,15 @@ def check_files(folder: Path, kind: str) -> None:
             raise InputError(f"not a {kind} folder: {folder} has no {name}")
 
 
-def load_weights(folder: Path, model: nn.Module) -> None:
-    """Load `folder`/model.pt into `model` (tensors only, no pickle)."""
-=======
-    weights = _checked_weights(folder, meta.get("digests"))
->>>>>>> dig
+def load_weights(folder: Path, model: nn.Module, digests: dict | None = None) -> None:
+    """Load `folder`/model.pt into `model` (tensors only, no pickle), refused when its bytes differ
+    from the digest the config recorded (`digests`: {"model.pt": sha256}; None: not checked)."""
+    weights = _checked_weights(folder, digests)
     try:
         state = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
     except Exception as e:  # a damaged or foreign file
         raise InputError(f"cannot load {folder / 'model.pt'}: {first_line(e)}") from None
-<<<<<<< HEAD
-=======
-    return model.eval(), classes, cfg, data_cfg
 
 
 def _checked_weights(folder: Path, digests) -> bytes:
@@ -108,4 +97,3 @@ def _checked_weights(folder: Path, digests) -> bytes:
         raise InputError(f"checkpoint {path} is damaged (its SHA-256 does not match config.json); "
                          "train it again or restore the folder from a copy")
     return data
->>>>>>> dig
