@@ -5,7 +5,8 @@
     metrics.json         per-trial records (+ audit with --truth), final test accuracy, stop reason,
                          estimated precision (overall and per class) per trial and final
     state.json           everything `--resume` needs after the last completed trial (autolabel.resume);
-                         written last in each trial: it is the trial's commit point
+                         written last in each trial: it is the trial's commit point. It records the
+                         SHA-256 of the files above ("outputs") and of its own content ("digest")
     checkpoint/          the final classifier (see classification.checkpoint)
     config.yaml          the resolved configuration
 """
@@ -21,8 +22,11 @@ from autolabel import hooks
 from autolabel.audit import audit
 from autolabel.state import LoopState
 from classification.checkpoint import save_checkpoint
+from classification.digest import file_digest, sealed
 from classification.fileio import write_csv, write_json, write_text
 from classification.train.rotation import rotation_summary
+
+CHECKPOINT = "checkpoint/model.pt"
 
 
 class RunWriter:
@@ -30,36 +34,45 @@ class RunWriter:
     loop's `LoopState`.
 
     `run_info` (for example the MLflow run id) is saved in state.json for `--resume`;
-    `write_config=False` leaves a resumed run's config.yaml as it is.
+    `write_config=False` leaves a resumed run's config.yaml as it is. `outputs` are the digests a
+    resumed run's state.json recorded, kept for the files it does not write again.
     """
 
     def __init__(self, out: str | Path, config: dict, truth: np.ndarray | None = None,
-                 run_info: dict | None = None, write_config: bool = True):
+                 run_info: dict | None = None, write_config: bool = True, outputs: dict | None = None):
         self.out, self.truth, self.config, self.run_info = Path(out), truth, config, dict(run_info or {})
+        self.outputs = dict(outputs or {})  # file (relative to `out`) -> SHA-256 as written
         if write_config:
             write_text(self.out / "config.yaml", yaml.safe_dump(config, sort_keys=False))
 
     def __call__(self, record: dict, state: LoopState) -> None:
         if self.truth is not None:
             record["audit"] = audit(state.labels, self.truth, state.data.classes)
-        write_csv(self.out / "trials" / f"trial_{record['trial']:02d}.csv", trial_frame(state))
-        write_csv(self.out / "dataset.csv", dataset_frame(state))
-        write_json(self.out / "metrics.json", self._metrics(state))
+        self._written(write_csv, f"trials/trial_{record['trial']:02d}.csv", trial_frame(state))
+        self._written(write_csv, "dataset.csv", dataset_frame(state))
+        self._written(write_json, "metrics.json", self._metrics(state))
         hooks.reached("commit", record["trial"])
         self.commit(state)
 
     def commit(self, state: LoopState, finished: bool = False) -> None:
         """Write state.json: after it, the trial (or with `finished`, the whole run) is done."""
-        write_json(self.out / "state.json", state.to_json(finished, **self.run_info))
+        saved = {**state.to_json(finished, **self.run_info), "outputs": dict(sorted(self.outputs.items()))}
+        write_json(self.out / "state.json", sealed(saved))
 
     def finish(self, state: LoopState) -> dict:
         """After the final fit: the checkpoint, the final dataset.csv and metrics.json."""
         model = state.model
         save_checkpoint(self.out / "checkpoint", model.model, state.data.classes, model.cfg, model.data_cfg)
-        write_csv(self.out / "dataset.csv", dataset_frame(state))
+        self.outputs[CHECKPOINT] = file_digest(self.out / CHECKPOINT)
+        self._written(write_csv, "dataset.csv", dataset_frame(state))
         metrics = self._metrics(state)
-        write_json(self.out / "metrics.json", metrics)
+        self._written(write_json, "metrics.json", metrics)
         return metrics
+
+    def _written(self, write, name: str, content) -> None:
+        """Write `content` to `name` (under the run folder) and note its digest for state.json."""
+        write(self.out / name, content)
+        self.outputs[name] = file_digest(self.out / name)
 
     def _metrics(self, state: LoopState) -> dict:
         refused = state.columns.get("ood_refused")

@@ -5,15 +5,26 @@ state.json is a trial's commit point: `RunWriter` writes it last, after the tria
 dataset.csv and metrics.json. A run killed anywhere resumes after the last trial whose state.json
 reached the disk and redoes whatever came after it, writing the same bytes again. What state.json
 holds is `autolabel.state.LoopState`; the loop restores itself from it (`load_state_dict`).
+
+Nothing damaged is used: state.json carries the SHA-256 of its own content and of the files the
+run committed (`RunWriter`). A damaged state.json is refused. A committed trial CSV that is
+missing or damaged is refused too (a past trial's predictions are not kept to write it again);
+a finished run whose dataset.csv, metrics.json or checkpoint is damaged redoes its final fit,
+which writes them again. A state.json written before digests existed is read unchecked.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 
+from classification.digest import damaged, seal_ok
 from classification.errors import InputError, brief, first_line
 from classification.yamlfile import read_yaml
+
+_logger = logging.getLogger(__name__)
+FINAL = ("dataset.csv", "metrics.json", "checkpoint/model.pt")  # what the final fit writes
 
 
 def fingerprint(data, train, loop) -> str:
@@ -41,7 +52,31 @@ def read_run(folder: Path) -> tuple[dict, dict | None]:
         raise InputError(f"--resume {folder}: cannot read the saved run: {first_line(e)}") from None
     if not isinstance(config, dict) or not {"train", "loop", "data"} <= set(config):
         raise InputError(f"--resume {folder}: config.yaml lacks the train/loop/data sections of a run")
+    if state is not None and (not isinstance(state, dict) or seal_ok(state) is False):
+        raise InputError(f"--resume {folder}: state.json is damaged (its SHA-256 does not match its content); "
+                         f"the run cannot go on from it: start a new run with another --out")
     return config, state
+
+
+def verified(folder: Path, state: dict | None) -> dict | None:
+    """`state`, once the outputs it committed are checked: a trial CSV that is missing or damaged
+    is refused; a finished run with a damaged final output (`FINAL`) is reopened, with one warning,
+    so that its final fit is redone. A state.json without digests is only checked for the final
+    outputs being there. (An unfinished run's dataset.csv and metrics.json may be a killed trial's
+    newer ones: they are written again.)"""
+    if state is None:
+        return None
+    outputs = state.get("outputs") if isinstance(state.get("outputs"), dict) else None
+    bad = damaged(folder, outputs) if outputs is not None else [n for n in FINAL if not (folder / n).is_file()]
+    lost = [name for name in bad if name not in FINAL]
+    if lost:
+        raise InputError(f"--resume {folder}: {lost[0]} is damaged or missing (its SHA-256 does not match "
+                         "state.json) and cannot be written again; restore it, or start a new run with another --out")
+    if bad and state.get("finished"):
+        _logger.warning("%s: %s damaged or missing; redoing the final fit to write %s again",
+                        folder, ", ".join(bad), "it" if len(bad) == 1 else "them")
+        return {**state, "finished": False}
+    return state
 
 
 def config_changes(saved: dict, requested: dict) -> list[str]:

@@ -20,7 +20,7 @@ from autolabel.config import LoopConfig
 from autolabel.loop import PseudoLabeler
 from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
-from autolabel.resume import clean_after, config_changes, read_run
+from autolabel.resume import clean_after, config_changes, read_run, verified
 from autolabel.review.feedback import keep_reviews, load_reviewed, reopen, reviewed_section
 from autolabel.settings import (RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
                                 refuse_existing_run, requested, resolve_configs, resolve_sources)
@@ -79,7 +79,8 @@ def run_loop(resolved: dict, inputs: RunInputs, out: Path, cache: FeatureCache, 
     the caller starts and finishes it. config.yaml is written unless continuing a run.
     """
     train, loop = TrainConfig.from_dict(resolved["train"]), LoopConfig(**resolved["loop"])
-    writer = RunWriter(out, resolved, truth=inputs.truth, run_info=run_info, write_config=saved is None)
+    writer = RunWriter(out, resolved, truth=inputs.truth, run_info=run_info, write_config=saved is None,
+                       outputs=(saved or {}).get("outputs"))
     epoch_callbacks = [tracker.on_epoch] if hasattr(tracker, "on_epoch") else []
     labeler = PseudoLabeler(loop, train, cache, progress=progress, epoch_callbacks=epoch_callbacks,
                             callbacks=[writer] + ([tracker] if tracker else []))
@@ -133,6 +134,7 @@ def resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
 
 def _resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
     saved, state = read_run(folder)
+    state = verified(folder, state)
     review = req.data.get("reviewed")
     if review is not None:  # the one change --resume takes (autolabel.review.feedback)
         saved, state, req = reopen(saved, state, req)

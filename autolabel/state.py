@@ -20,7 +20,8 @@ from classification.errors import InputError
 
 FORMAT = 4  # state.json layout; 4 added the reviewed guard and took the trial budget out of the
             # fingerprint, 3 added the calibration and the reference probabilities,
-            # 1 kept the out-of-class guard's arrays under their own keys
+            # 1 kept the out-of-class guard's arrays under their own keys. The digests RunWriter
+            # adds ("outputs", "digest") are optional within format 4: without them, not checked
 
 
 @dataclass(frozen=True)

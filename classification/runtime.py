@@ -1,9 +1,11 @@
 """Running the frozen backbone fast.
 
 On CPU the backbone runs through ONNX Runtime: exported once with the TorchScript-based exporter
-(dynamic batch axis) and cached under the feature cache, keyed by architecture, backbone weights
-and input size. On CUDA it runs eagerly in channels_last with autocast. Both return the pooled
-pre-logit features as float32 numpy, and the ONNX path matches eager PyTorch to float tolerance.
+(dynamic batch axis) and cached under the feature cache (without one, in the private per-user
+cache folder), keyed by architecture, backbone weights and input size, with its SHA-256 beside
+it: an export that fails the check is made again before use. On CUDA it runs eagerly in
+channels_last with autocast. Both return the pooled pre-logit features as float32 numpy, and the
+ONNX path matches eager PyTorch to float tolerance.
 
 `RUNTIMES` maps a runtime's name to its runner factory. torch and ONNX Runtime are imported when
 a runner is made, not when this module loads, so `TrainConfig` checks its `runtime` against this
@@ -12,14 +14,14 @@ very dict without loading either.
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from classification.fileio import atomic_path
+from classification.digest import bytes_digest, record, recorded
+from classification.fileio import atomic_path, user_cache_dir
 from classification.registry import check_name
 
 if TYPE_CHECKING:
@@ -82,8 +84,8 @@ def torch_runner(part: nn.Module, device: str) -> Runner:
 
 def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
     """Run `part` through ONNX Runtime on the CPU from `path`, exporting it there first if it is
-    missing, and once more if the file is damaged. `path` must name `part`'s weights (a hash),
-    since an existing file is trusted."""
+    missing, and once more if it fails its checksum (or has none) or does not load. `path` must
+    name `part`'s weights (a hash), since an export that passes its check is trusted."""
     session = open_session(path, lambda p: export_onnx(part, size, p))
     name = session.get_inputs()[0].name
 
@@ -96,38 +98,55 @@ def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
 
 def open_session(path: Path, export: Callable[[Path], None]):
     """An ONNX Runtime CPU session on the cached export at `path`, exporting it first (`export(path)`)
-    when absent, and once more when the cached file is damaged."""
+    when absent, and once more (one warning) when it fails its checksum, has none, or does not load."""
     import onnxruntime as ort
     import torch
 
-    if not path.is_file():
-        export(path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     try:
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # a damaged export: rebuild it once
+        return ort.InferenceSession(_checked_export(path, export), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # checked, yet unusable (an export from another onnxruntime): once more
         _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export(path)
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(_export_bytes(path, export), opts, providers=["CPUExecutionProvider"])
 
 
-def cache_root_or_tmp(cache_root: Path | None) -> Path:
-    return Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+def _checked_export(path: Path, export: Callable[[Path], None]) -> bytes:
+    """The export's bytes, checked against the digest recorded with it; a missing, damaged or
+    unrecorded export is made again (one warning). The bytes checked are the bytes loaded."""
+    if not path.is_file():
+        return _export_bytes(path, export)
+    data, expected = path.read_bytes(), recorded(path)
+    if expected is not None and bytes_digest(data) == expected:
+        return data
+    why = "has no recorded checksum" if expected is None else "fails its checksum (damaged)"
+    _logger.warning("cached ONNX model %s %s; exporting again", path, why)
+    return _export_bytes(path, export)
+
+
+def _export_bytes(path: Path, export: Callable[[Path], None]) -> bytes:
+    export(path)
+    return path.read_bytes()
+
+
+def cache_root_or_user(cache_root: Path | None) -> Path:
+    """The cache folder asked for, else the user's private one (never a shared, guessable path)."""
+    return Path(cache_root) if cache_root is not None else user_cache_dir()
 
 
 def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:
     from classification.models import backbone_id
 
-    root = cache_root_or_tmp(cache_root)
+    root = cache_root_or_user(cache_root)
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
     cut = f"-cut{tail_blocks}" if tail_blocks else ""
     return root / "onnx" / f"{arch}-{backbone_id(model, tail_blocks)}-{size}{cut}.onnx"
 
 
 def export_onnx(part: nn.Module, size: int, path: Path, dynamic_size: bool = False) -> None:
-    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically.
+    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically,
+    and record its digest beside it (NAME.onnx.sha256).
 
     `dynamic_size` also leaves height and width free (fully convolutional models, such as a UNet
     whose input sides are multiples of its stride)."""
@@ -141,3 +160,4 @@ def export_onnx(part: nn.Module, size: int, path: Path, dynamic_size: bool = Fal
         torch.onnx.export(part.eval().cpu(), (dummy,), str(tmp), dynamo=False,
                           input_names=["images"], output_names=["features"], opset_version=17,
                           dynamic_axes={"images": axes, "features": axes if dynamic_size else {0: "batch"}})
+    record(path)

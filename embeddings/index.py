@@ -5,7 +5,9 @@ Folder layout:
                      OPQ + IVF-PQ); or, saved in shards, index-0.faiss .. index-{S-1}.faiss: the same
                      chain over a contiguous id range each (embeddings/shards.py)
     manifest.json    model, weights id, transform, dims, index type and factory key, metric, count,
-                     explained-variance ratio of the PCA, search parameters, shard files
+                     explained-variance ratio of the PCA, search parameters, shard files, and the
+                     SHA-256 of every other file ("digests"): a file that fails it is refused on
+                     load (folders saved before digests existed load unchecked)
     metadata.csv     id, path, label, hash: one row per vector, id = faiss id = row number
     vectors.npy      only with rerank > 0: float32 vectors in the index's space, row = id
 
@@ -31,11 +33,12 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from classification.digest import digests
 from classification.errors import InputError, brief, first_line
 from classification.fileio import write_csv, write_json
 from embeddings.config import IndexConfig
 from embeddings.exact import rerank as rerank_exact
-from embeddings.shards import check_count, join, merge, read_parts, write_parts, write_split
+from embeddings.shards import check_count, check_digests, join, merge, read_parts, write_parts, write_split
 from embeddings.stream import (add_blocks, block_reader, first_dim, open_vectors, sample_rows, spill,
                                to_index_space, write_vectors)
 from embeddings.types import create_type
@@ -186,8 +189,10 @@ class EmbeddingIndex:
             entries = self._write_index(tmp, count)
             if self.vectors is not None:
                 write_vectors(tmp / "vectors.npy", self.vectors)
-            self.manifest.update(format=FORMAT, vectors=self.vectors is not None, shards=entries)
             write_csv(tmp / "metadata.csv", self.meta[META_COLUMNS])
+            names = [e["file"] for e in entries] or ["index.faiss"]
+            self.manifest.update(format=FORMAT, vectors=self.vectors is not None, shards=entries,
+                                 digests=digests(tmp, [*names, "vectors.npy", "metadata.csv"]))
             write_json(tmp / "manifest.json", self.manifest)
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             if folder.exists():
@@ -216,6 +221,7 @@ class EmbeddingIndex:
         missing = [f for f in FILES if not (folder / f).is_file() and not (entries and f == "index.faiss")]
         if missing:
             raise InputError(f"{folder} is not an index folder (missing {', '.join(missing)})")
+        check_digests(folder, manifest.get("digests"))
         try:
             meta = pd.read_csv(folder / "metadata.csv", dtype={"label": str, "path": str, "hash": str},
                                keep_default_na=False)

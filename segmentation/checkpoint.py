@@ -29,9 +29,10 @@ class Segmenter:
 
 def save_segmenter(folder: str | Path, seg: Segmenter) -> Path:
     folder = Path(folder)
-    save_weights(folder, seg.model, seg.classes)
+    digest = save_weights(folder, seg.model, seg.classes)
     write_json(folder / "config.json", {"segment": seg.cfg.to_dict(),
-                                        "data": {"mean": list(seg.mean), "std": list(seg.std)}})
+                                        "data": {"mean": list(seg.mean), "std": list(seg.std)},
+                                        "digests": {"model.pt": digest}})
     return folder
 
 
@@ -49,5 +50,5 @@ def load_segmenter(folder: str | Path) -> Segmenter:
         raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {first_line(e)}") from None
     classes = load_class_map(folder / "classes.json")
     model = create_segmenter(cfg.encoder, len(classes), None, cfg.decoder_channels())
-    load_weights(folder, model)
+    load_weights(folder, model, meta.get("digests"))
     return Segmenter(model.eval(), classes, cfg, mean, std)

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from classification.models import state_digest
-from classification.runtime import cache_root_or_tmp, export_onnx, open_session, resolve_runtime
+from classification.runtime import cache_root_or_user, export_onnx, open_session, resolve_runtime
 from segmentation.transforms import normalize, pad_to_stride, to_tensor
 
 _logger = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ def make_runner(model: nn.Module, runtime: str, device: str, cache_root: Path | 
     """A function from a normalised batch to logits, numpy float32."""
     model = model.eval()
     if resolve_runtime(runtime, device) == "onnx":
-        path = cache_root_or_tmp(cache_root) / "onnx" / f"unet-{_arch(model)}-{state_digest(model.state_dict())}.onnx"
+        path = cache_root_or_user(cache_root) / "onnx" / f"unet-{_arch(model)}-{state_digest(model.state_dict())}.onnx"
         session = open_session(path, lambda p: export_onnx(model, EXPORT_SIDE, p, dynamic_size=True))
         name = session.get_inputs()[0].name
         return lambda x: session.run(None, {name: x.numpy()})[0]

@@ -102,7 +102,10 @@ def test_manifest_mismatch_is_refused(tmp_path):
     manifest_path.write_text(good)
     meta_path = tmp_path / "ix" / "metadata.csv"
     meta_path.write_text("\n".join(meta_path.read_text().splitlines()[:-1]) + "\n")
-    with pytest.raises(InputError, match="metadata.csv has 299 rows"):
+    with pytest.raises(InputError, match="metadata.csv is damaged"):  # its checksum
+        EmbeddingIndex.load(tmp_path / "ix")
+    manifest_path.write_text(json.dumps({k: v for k, v in json.loads(good).items() if k != "digests"}))
+    with pytest.raises(InputError, match="metadata.csv has 299 rows"):  # a folder from before digests
         EmbeddingIndex.load(tmp_path / "ix")
     with pytest.raises(InputError, match="not an index folder"):
         EmbeddingIndex.load(tmp_path)

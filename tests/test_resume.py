@@ -19,6 +19,7 @@ import yaml
 
 from autolabel.cli import main
 from classification import fileio
+from classification.digest import sealed
 from tests.conftest import REPO
 from tests.crash import CRASH_ENV
 
@@ -139,7 +140,7 @@ def test_resume_refuses_changed_images(baseline, sample, tmp_path, capsys):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     saved["data"].update(data_raw=str(pool), truth=None, test=None)  # as if the pool had changed on disk
     (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    (run / "state.json").write_text(json.dumps({**state(run), "finished": False}))
+    (run / "state.json").write_text(json.dumps(sealed({**state(run), "finished": False})))
     assert main(["--no-mlflow", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "differ from the ones the run started with" in err

@@ -20,6 +20,7 @@ import yaml
 
 from autolabel.review.verdicts import read_review
 from classification.data import ImageSet
+from classification.digest import sealed
 from classification.errors import InputError
 from classification.fileio import write_json, write_text
 
@@ -96,5 +97,5 @@ def keep_reviews(out: Path, resolved: dict, state: dict | None) -> dict:
     resolved = {**resolved, "data": {**resolved["data"], "reviewed": copies}}
     write_text(out / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
     if state is not None:
-        write_json(out / "state.json", state)
+        write_json(out / "state.json", sealed(state))
     return resolved

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from classification.data import load_class_map
+from classification.digest import damaged, seal_ok
 from classification.errors import InputError, first_line
 
 FORMAT = 1          # sample.json layout
@@ -55,8 +56,13 @@ def read_run_labels(folder: str | Path) -> RunLabels:
         raise InputError(f"{folder} holds no run with a completed trial ({Path(e.filename).name} is missing)") from None
     except (OSError, ValueError, pd.errors.ParserError) as e:
         raise InputError(f"cannot read the run in {folder}: {first_line(e)}") from None
+    if not isinstance(state, dict) or seal_ok(state) is False:
+        raise InputError(f"the run in {folder} is damaged: state.json does not match its SHA-256")
     if not state.get("finished"):
         raise InputError(f"the run in {folder} has not finished; finish it first (`autolabel --resume {folder}`)")
+    if damaged(folder, {k: v for k, v in (state.get("outputs") or {}).items() if k == "dataset.csv"}):
+        raise InputError(f"{folder / 'dataset.csv'} is damaged (its SHA-256 does not match state.json); "
+                         f"`autolabel --resume {folder}` writes it again")
     if not {"path", "label", "source", "confidence"} <= set(frame.columns):
         raise InputError(f"{folder / 'dataset.csv'} lacks the columns path,label,source,confidence of a run")
     classes_file = folder / "checkpoint" / "classes.json"
