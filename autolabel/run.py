@@ -23,7 +23,8 @@ from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run, verified
 from autolabel.review.feedback import keep_reviews, load_reviewed, reopen, reviewed_section
 from autolabel.settings import (RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
-                                refuse_existing_run, requested, resolve_configs, resolve_sources)
+                                refuse_existing_run, refuse_out_inside, requested, resolve_configs,
+                                resolve_sources)
 from autolabel.state import LoopState
 from classification import distributed
 from classification.cache import FeatureCache
@@ -49,6 +50,8 @@ class RunInputs:
         """From a config's data section (data_clean, data_raw, test, truth: paths or None;
         reviewed: a list of review.csv files)."""
         labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
+        if not len(dedupe(labeled, pool)[1]):
+            raise InputError(f"nothing to label: --data-raw {data['data_raw']} {_why_empty(pool)}")
         test = load_labeled(data["test"], classes=labeled.classes) if data.get("test") else None
         truth = None
         if with_truth and data.get("truth"):
@@ -99,20 +102,34 @@ def run_loop(resolved: dict, inputs: RunInputs, out: Path, cache: FeatureCache, 
     return RunOutcome(out, labeler.state_, metrics, skipped, tracker, inputs)
 
 
+def _why_empty(pool: ImageSet) -> str:
+    if len(pool):
+        return "holds only images that are also labelled"
+    skipped = len(pool.skipped)
+    return f"holds no usable image ({skipped} file(s) skipped, listed above)" if skipped else "holds no images"
+
+
 def start(req: RunRequest) -> RunOutcome | None:
     """A new run as `req` asks (None on torchrun ranks other than 0, which write nothing)."""
     train_cfg, loop_cfg = resolve_configs(req.config, req.train, req.loop)
     check_model_name(train_cfg.model)  # before --out exists: a typo must not leave a run folder behind
     d = req.data
     sources = resolve_sources(d.get("data_clean"), d.get("data_raw"), d.get("truth"), d.get("test"))
+    refuse_out_inside(req.out, sources)
     data = {**data_section(*sources), **reviewed_section(d.get("reviewed"))}
     with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
         out = distributed.broadcast(new_out_dir(req.out) if distributed.is_main() else None)
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data}
-    with _locked(out):
-        if distributed.is_main():
-            refuse_existing_run(out)  # again, now that no other process can start one there
-        return _execute(out, resolved, None, req)
+    try:
+        with _locked(out):
+            if distributed.is_main():
+                refuse_existing_run(out)  # again, now that no other process can start one there
+            return _execute(out, resolved, None, req)
+    except InputError:  # refused before writing anything (nothing to label): leave no folder behind
+        if distributed.is_main() and {p.name for p in out.iterdir()} <= {run_lock(out).name}:
+            run_lock(out).unlink(missing_ok=True)
+            out.rmdir()
+        raise
 
 
 def _locked(folder: Path):

@@ -66,7 +66,23 @@ def resolve_sources(data_clean, data_raw, truth, test):
         return BUNDLED / "labeled", BUNDLED / "unlabeled", truth, test
     if data_clean is None or data_raw is None:
         raise InputError("give both --data-clean (labelled) and --data-raw (unlabelled)")
+    if Path(data_clean).is_dir() and _within(data_raw, data_clean):
+        raise InputError(f"--data-raw {data_raw} is inside --data-clean {data_clean}, whose subfolders are its "
+                         "classes: its images would be read as labelled; keep the unlabelled images elsewhere")
     return data_clean, data_raw, truth, test
+
+
+def refuse_out_inside(out: Path | None, sources: tuple) -> None:
+    """A run folder inside an image folder would have its own pictures read as images next time."""
+    for flag, folder in zip(("--data-clean", "--data-raw"), sources[:2]):
+        if out is not None and Path(folder).is_dir() and _within(out, folder):
+            raise InputError(f"--out {out} is inside {flag} {folder}: the run's pictures would be read as "
+                             "images by the next run; choose a folder outside it")
+
+
+def _within(path, folder) -> bool:
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
 
 
 def data_section(data_clean, data_raw, truth, test) -> dict:

@@ -14,7 +14,7 @@ from torch import nn
 from classification.config import TrainConfig
 from classification.data import load_class_map, save_class_map
 from classification.digest import bytes_digest
-from classification.errors import InputError, brief, first_line
+from classification.errors import InputError, first_line
 from classification.fileio import write_bytes, write_json
 from classification.featurenorm import feature_norm
 from classification.models import classifier_module, create_classifier
