@@ -120,16 +120,16 @@ def start(req: RunRequest) -> RunOutcome | None:
     with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
         out = distributed.broadcast(new_out_dir(req.out) if distributed.is_main() else None)
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data}
-    try:
-        with _locked(out):
-            if distributed.is_main():
-                refuse_existing_run(out)  # again, now that no other process can start one there
+    with _locked(out):
+        if distributed.is_main():
+            refuse_existing_run(out)  # again, now that no other process can start one there
+        try:
             return _execute(out, resolved, None, req)
-    except InputError:  # refused before writing anything (nothing to label): leave no folder behind
-        if distributed.is_main() and {p.name for p in out.iterdir()} <= {run_lock(out).name}:
-            run_lock(out).unlink(missing_ok=True)
-            out.rmdir()
-        raise
+        except InputError:  # refused before writing anything (nothing to label): leave no folder behind
+            if distributed.is_main() and {p.name for p in out.iterdir()} <= {run_lock(out).name}:
+                run_lock(out).unlink(missing_ok=True)
+                out.rmdir()
+            raise
 
 
 def _locked(folder: Path):

@@ -32,6 +32,10 @@ RERANK = typer.Option(None, "--rerank", help="Re-rank N * k candidates by exact 
 
 def embedder_for(manifest: dict, cache_dir, workers):
     """The embedder an index was built with (its model and input size)."""
+    if not isinstance(manifest.get("model"), str) or not isinstance(manifest.get("img_size"), int):
+        raise InputError("the index's manifest.json names no model and input size (an index built from "
+                         "arrays, or a damaged manifest): query it with vectors from Python, or rebuild it "
+                         "with `autolabel index build`")
     return open_embedder(manifest["model"], manifest["img_size"], cache_dir, workers)
 
 
