@@ -178,6 +178,16 @@ def _resume(folder: Path, req: RunRequest) -> RunOutcome | dict | None:
 
 
 def _execute(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> RunOutcome | None:
+    """`_run` with, on Ctrl-C, the command that continues the run."""
+    try:
+        return _run(out, resolved, state, req)
+    except KeyboardInterrupt:
+        if distributed.is_main() and (out / "config.yaml").is_file():
+            req.echo(f"autolabel: interrupted; continue with `autolabel --resume {out}`")
+        raise
+
+
+def _run(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> RunOutcome | None:
     """Load the data `resolved` names, then run (or continue, from `state`) the loop into `out`."""
     train_cfg = TrainConfig.from_dict(resolved["train"])
     if not distributed.is_main():  # a torchrun rank other than 0: compute with rank 0, write nothing

@@ -287,3 +287,24 @@ def test_ui_under_sigterm_stops_its_server(tmp_path):
         assert not listening(port)
     finally:
         ui.kill()
+
+
+@pytest.mark.slow  # one trial of the tiny run's settings, on its cached features
+def test_an_interrupted_run_prints_the_command_that_continues_it(tmp_path_factory, cache_dir, tmp_path, capsys):
+    from autolabel import hooks
+    from tests.review_run import ARGS, CONFIG
+
+    tiny_run(tmp_path_factory, cache_dir)  # its features
+    (tmp_path / "small.yaml").write_text(CONFIG)
+
+    def ctrl_c(point: str, trial: int | None) -> None:
+        if (point, trial) == ("train", 1):
+            raise KeyboardInterrupt
+
+    stop = hooks.listen(ctrl_c)
+    try:
+        assert main([*ARGS, "--no-mlflow", "--config", str(tmp_path / "small.yaml"), "--out", str(tmp_path / "run"),
+                     "--cache-dir", str(cache_dir)]) == 130
+    finally:
+        stop()
+    assert f"interrupted; continue with `autolabel --resume {tmp_path / 'run'}`" in capsys.readouterr().out
