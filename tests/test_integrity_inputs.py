@@ -308,3 +308,26 @@ def test_an_interrupted_run_prints_the_command_that_continues_it(tmp_path_factor
     finally:
         stop()
     assert f"interrupted; continue with `autolabel --resume {tmp_path / 'run'}`" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a tracked run killed in trial 2 (a subprocess), then resumed
+def test_a_tracked_run_killed_then_resumed_closes_its_old_mlflow_run(tmp_path_factory, cache_dir, tmp_path):
+    from mlflow import MlflowClient
+
+    from tests.review_run import CONFIG
+    from tests.test_resume import autolabel
+
+    tiny_run(tmp_path_factory, cache_dir)  # its features
+    (tmp_path / "small.yaml").write_text(CONFIG)
+    out = tmp_path / "run"
+    args = ["--quiet", "--n-trials", "2", "--img-size", "64", "--config", tmp_path / "small.yaml",
+            "--cache-dir", cache_dir]
+    killed = autolabel(*args, "--out", out, crash="train:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    old = json.loads((out / "state.json").read_text())["mlflow_run_id"]
+    client = MlflowClient()
+    assert client.get_run(old).info.status == "RUNNING"  # nobody closed it: the process was killed
+    assert main(["--quiet", "--resume", str(out), "--cache-dir", str(cache_dir)]) == 0
+    new = json.loads((out / "state.json").read_text())["mlflow_run_id"]
+    assert client.get_run(old).info.status == "KILLED" and client.get_run(new).info.status == "FINISHED"
+    assert client.get_run(new).data.params["resumed_from"] == old
