@@ -33,7 +33,7 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from classification.digest import digests
+from classification.digest import SEAL, digests, seal_ok, sealed
 from classification.errors import InputError, brief, first_line
 from classification.fileio import write_csv, write_json
 from embeddings.config import IndexConfig
@@ -193,7 +193,7 @@ class EmbeddingIndex:
             names = [e["file"] for e in entries] or ["index.faiss"]
             self.manifest.update(format=FORMAT, vectors=self.vectors is not None, shards=entries,
                                  digests=digests(tmp, [*names, "vectors.npy", "metadata.csv"]))
-            write_json(tmp / "manifest.json", self.manifest)
+            write_json(tmp / "manifest.json", sealed(self.manifest))  # hand edits show
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             if folder.exists():
                 folder.rename(old)
@@ -272,10 +272,16 @@ def _explained(index: faiss.Index, pca: int) -> float | None:
 
 
 def _read_json(path: Path) -> dict:
+    """manifest.json: a mapping whose seal (when it has one) matches its content; unsealed
+    manifests (saved before seals existed) are read as they are."""
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read index {path.parent}: {first_line(e)}") from None
+    if not isinstance(doc, dict) or seal_ok(doc) is False:
+        raise InputError(f"{path} is damaged (not a mapping, or its SHA-256 does not match its content); "
+                         "rebuild the index with `autolabel index build`")
+    return {k: v for k, v in doc.items() if k != SEAL}
 
 
 def _check_consistent(folder: Path, manifest: dict, index: faiss.Index, meta: pd.DataFrame,

@@ -151,7 +151,7 @@ def test_a_damaged_index_is_refused_by_the_cli_and_an_old_one_still_loads(tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "index.faiss is damaged" in err and "Traceback" not in err
     index.save(tmp_path / "ix")  # whole again; then as saved before digests existed
-    del manifest["digests"]
+    del manifest["digests"], manifest["digest"]  # nor sealed
     path.write_text(json.dumps(manifest))
     back = EmbeddingIndex.load(tmp_path / "ix")
     assert np.array_equal(back.search(x[:20], 3)[1], index.search(x[:20], 3)[1])
