@@ -22,7 +22,7 @@ from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run, verified
 from autolabel.review.feedback import keep_reviews, load_reviewed, reopen, reviewed_section
-from autolabel.settings import (RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
+from autolabel.settings import (NothingToLabel, RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
                                 refuse_existing_run, refuse_out_inside, requested, resolve_configs,
                                 resolve_sources)
 from autolabel.state import LoopState
@@ -50,8 +50,9 @@ class RunInputs:
         """From a config's data section (data_clean, data_raw, test, truth: paths or None;
         reviewed: a list of review.csv files)."""
         labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
-        if not len(dedupe(labeled, pool)[1]):
-            raise InputError(f"nothing to label: --data-raw {data['data_raw']} {_why_empty(pool)}")
+        if not len(dedupe(labeled, pool)[1]):  # an empty or fully labelled pool is not an error
+            error = InputError if pool.skipped and not len(pool) else NothingToLabel
+            raise error(f"nothing to label: --data-raw {data['data_raw']} {_why_empty(pool)}")
         test = load_labeled(data["test"], classes=labeled.classes) if data.get("test") else None
         truth = None
         if with_truth and data.get("truth"):

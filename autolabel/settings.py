@@ -112,6 +112,10 @@ def new_out_dir(out: Path | None) -> Path:
     return out
 
 
+class NothingToLabel(InputError):
+    """The pool holds no image that is not already labelled: an honest stop (exit 0), not an error."""
+
+
 def refuse_existing_run(out: Path) -> None:
     if any((out / name).exists() for name in ("config.yaml", "state.json", "metrics.json")):
         raise InputError(f"--out {out} already holds a run; continue it with `autolabel --resume {out}`, "

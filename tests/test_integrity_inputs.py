@@ -212,12 +212,13 @@ def pool_of(tmp_path: Path, sample: Path, n: int = 5) -> Path:
     return pool
 
 
-@pytest.mark.parametrize("kind, words", [
-    ("empty", "holds no images"),
-    ("not images", "holds no usable image (2 file(s) skipped"),
-    ("already labelled", "holds only images that are also labelled"),
+@pytest.mark.parametrize("kind, code, words", [
+    ("empty", 0, "holds no images"),
+    ("not images", 2, "holds no usable image (2 file(s) skipped"),  # most likely the wrong folder
+    ("already labelled", 0, "holds only images that are also labelled"),
 ])
-def test_nothing_to_label_is_one_line_and_leaves_no_run_folder(kind, words, labelled, tmp_path, capsys, cache_dir):
+def test_nothing_to_label_is_one_line_and_leaves_no_run_folder(kind, code, words, labelled, tmp_path, capsys,
+                                                               cache_dir):
     pool = tmp_path / "pool"
     pool.mkdir()
     if kind == "not images":
@@ -229,9 +230,10 @@ def test_nothing_to_label_is_one_line_and_leaves_no_run_folder(kind, words, labe
     inputs = tree_digest(tmp_path)
     out = tmp_path.parent / f"{tmp_path.name}-run"
     assert main(["--quiet", "--no-mlflow", "--data-clean", str(labelled), "--data-raw", str(pool), "--out", str(out),
-                 "--cache-dir", str(cache_dir)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()[-1]
-    assert err.startswith("autolabel: error: nothing to label") and words in err, err
+                 "--cache-dir", str(cache_dir)]) == code
+    said = capsys.readouterr()
+    line = (said.err if code else said.out).strip().splitlines()[-1]
+    assert line.startswith(f"autolabel: {'error: ' if code else ''}nothing to label") and words in line, line
     assert not out.exists() and tree_digest(tmp_path) == inputs
 
 

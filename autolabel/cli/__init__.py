@@ -23,7 +23,7 @@ from autolabel.cli import train as train_cmds
 from autolabel.cli import ui as ui_cmds
 from autolabel.cli.common import STATE, progress_enabled, setup_logging
 from autolabel.cli.run import run_loop
-from autolabel.settings import RunRequest, disk_full_message
+from autolabel.settings import NothingToLabel, RunRequest, disk_full_message
 from classification.config import DEFAULT_MODEL
 from classification.distributed import init_from_env, is_main
 from classification.errors import InputError
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     except typer.Abort:
         typer.echo("aborted", err=True)
         return 130
+    except NothingToLabel as e:  # an empty pool: said, and nothing written
+        typer.echo(f"autolabel: {e}")
+        return 0
     except InputError as e:
         if STATE["debug"] or "--debug" in args:
             raise
