@@ -32,6 +32,7 @@ from classification.config import TrainConfig, resolve_device
 from classification.engine import sized
 from classification.data import ImageSet, dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
+from classification.fileio import write_text
 from classification.locks import exclusive, run_lock
 from classification.models import check_model_name
 
@@ -201,7 +202,9 @@ def _run(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> RunO
     resolved = {**resolved, "train": {**resolved["train"], "img_size": train_cfg.img_size}}  # config.yaml says what ran
     resolved = keep_reviews(out, resolved, state)  # once the reviews are checked against the images
     cache = open_cache(req.cache_dir)
-    tracker = _tracker(req.tracking, out, resolved, train_cfg, state.get("mlflow_run_id") if state else None)
+    tracker = _tracker(req.tracking, out, resolved, train_cfg, _previous_run_id(out, state))
+    if tracker and tracker.run_id:  # until state.json names it: a run killed in trial 1 can close it
+        write_text(out / PARENT_FILE, tracker.run_id)
     run_info = {"mlflow_run_id": tracker.run_id if tracker else None,
                 "mlflow_tracking_uri": tracker.tracking_uri if tracker else None,  # for `autolabel certify`
                 "cache_dir": str(cache.root.resolve()) if cache.root else None}
@@ -217,6 +220,20 @@ def _run(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> RunO
 def _unique(skipped: list) -> list:
     """One line per file: a file skipped while loading is not listed again when decoding fails."""
     return list({path: (path, why) for path, why in reversed(skipped)}.values())[::-1]
+
+
+PARENT_FILE = ".mlflow_run_id"  # the run's MLflow parent, written as soon as it exists
+
+
+def _previous_run_id(out: Path, state: dict | None) -> str | None:
+    """The MLflow parent of the run being resumed: state.json's, else the one started before the
+    first trial committed (`PARENT_FILE`), else None (a new run, or one tracked nowhere)."""
+    if state:
+        return state.get("mlflow_run_id")
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = (out / PARENT_FILE).read_text().strip()
+        return text if text.isalnum() and len(text) <= 64 else None
+    return None
 
 
 def _tracker(tracking: dict | None, out: Path, resolved: dict, train_cfg: TrainConfig,

@@ -312,8 +312,9 @@ def test_an_interrupted_run_prints_the_command_that_continues_it(tmp_path_factor
     assert f"interrupted; continue with `autolabel --resume {tmp_path / 'run'}`" in capsys.readouterr().out
 
 
-@pytest.mark.slow  # a tracked run killed in trial 2 (a subprocess), then resumed
-def test_a_tracked_run_killed_then_resumed_closes_its_old_mlflow_run(tmp_path_factory, cache_dir, tmp_path):
+@pytest.mark.slow  # a tracked run killed (a subprocess), then resumed
+@pytest.mark.parametrize("point", ["train:1", "train:2"])  # before and after its first commit
+def test_a_tracked_run_killed_then_resumed_closes_its_old_mlflow_run(point, tmp_path_factory, cache_dir, tmp_path):
     from mlflow import MlflowClient
 
     from tests.review_run import CONFIG
@@ -324,9 +325,12 @@ def test_a_tracked_run_killed_then_resumed_closes_its_old_mlflow_run(tmp_path_fa
     out = tmp_path / "run"
     args = ["--quiet", "--n-trials", "2", "--img-size", "64", "--config", tmp_path / "small.yaml",
             "--cache-dir", cache_dir]
-    killed = autolabel(*args, "--out", out, crash="train:2")
+    killed = autolabel(*args, "--out", out, crash=point)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    old = json.loads((out / "state.json").read_text())["mlflow_run_id"]
+    committed = (out / "state.json").is_file()
+    assert committed == (point == "train:2")
+    old = json.loads((out / "state.json").read_text())["mlflow_run_id"] if committed else \
+        (out / ".mlflow_run_id").read_text()
     client = MlflowClient()
     assert client.get_run(old).info.status == "RUNNING"  # nobody closed it: the process was killed
     assert main(["--quiet", "--resume", str(out), "--cache-dir", str(cache_dir)]) == 0
