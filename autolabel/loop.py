@@ -35,6 +35,7 @@ from autolabel.guards import GuardContext, create_guards
 from autolabel.policies import create_policy
 from autolabel.resume import fingerprint
 from autolabel.state import LoopData, LoopState
+from autolabel.trainset import reviewed_rows, training_set
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
@@ -157,29 +158,13 @@ class PseudoLabeler:
                 state.termination_reason = record["stop"]
                 break
 
-    def _pseudo_set(self) -> ImageSet:
-        """The accepted pseudo-labels as a labelled image set."""
-        acc = self.state_.accepted
-        return self.data_.pool.subset(acc).with_labels(self.state_.labels[acc], self.data_.classes)
-
-    def _human_labels(self) -> ImageSet:
-        """What a fit trains on as human labels: the user's training split, plus the pool images a
-        person reviewed and gave a class (the reviewed guard's `reviewed_label`)."""
-        reviewed = self.state_.columns.get("reviewed_label")
-        if reviewed is None or not (reviewed >= 0).any():
-            return self.data_.train_human
-        idx = np.flatnonzero(reviewed >= 0)
-        return self.data_.train_human.concat(self.data_.pool.subset(idx).with_labels(reviewed[idx], self.data_.classes))
+    def _n_human(self) -> int:
+        """Human labels a fit trains on: the user's training split and the reviewed pool images."""
+        return len(self.data_.train_human) + len(reviewed_rows(self.state_))
 
     def _fit_current(self, trial: int | None) -> FitResult:
         data, state = self.data_, self.state_
-        acc = state.accepted
-        human = self._human_labels()
-        train = human.concat(self._pseudo_set())
-        strong = np.r_[np.zeros(len(human), bool), np.ones(len(acc), bool)]
-        weight = np.ones(len(train), np.float32)
-        if self.loop.confidence_weight:
-            weight[len(human):] = state.confidence[acc]
+        train, strong, weight = training_set(data, state, self.loop.confidence_weight)
         result = fit(self.train, train, data.val, self.cache, strong=strong, sample_weight=weight,
                      progress=self.progress, on_epoch=self._epoch_hook(trial))
         state.skipped += result.skipped
@@ -269,7 +254,7 @@ class PseudoLabeler:
                 "estimated_precision": est,
                 "estimated_precision_per_class": est_per_class,
                 "val_accuracy": result.best.get("val_accuracy"), "val_macro_f1": result.best.get("val_macro_f1"),
-                "train_size": len(self._human_labels()) + int((before >= 0).sum()),
+                "train_size": self._n_human() + int((before >= 0).sum()),
                 "skipped": len(skipped), "stop": stop}
 
     # -- scikit-learn style fitted attributes, read from the state -----------------------------

@@ -51,13 +51,14 @@ class RunInputs:
         """From a config's data section (data_clean, data_raw, test, truth: paths or None;
         reviewed: a list of review.csv files)."""
         labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
-        if not len(dedupe(labeled, pool)[1]):  # an empty or fully labelled pool is not an error
+        left = dedupe(labeled, pool)[1]  # the pool the loop sees
+        if not len(left):  # an empty or fully labelled pool is not an error
             error = InputError if pool.skipped and not len(pool) else NothingToLabel
             raise error(f"nothing to label: --data-raw {data['data_raw']} {_why_empty(pool)}")
         test = load_labeled(data["test"], classes=labeled.classes) if data.get("test") else None
         truth = None
         if with_truth and data.get("truth"):
-            truth = load_truth(data["truth"], dedupe(labeled, pool)[1], labeled.classes)
+            truth = load_truth(data["truth"], left, labeled.classes)
         return cls(data, labeled, pool, test, truth, load_reviewed(data.get("reviewed"), pool, labeled.classes))
 
     @property
@@ -127,11 +128,17 @@ def start(req: RunRequest) -> RunOutcome | None:
             refuse_existing_run(out)  # again, now that no other process can start one there
         try:
             return _execute(out, resolved, None, req)
-        except InputError:  # refused before writing anything (nothing to label): leave no folder behind
-            if distributed.is_main() and {p.name for p in out.iterdir()} <= {run_lock(out).name}:
-                run_lock(out).unlink(missing_ok=True)
-                out.rmdir()
+        except InputError:
+            _discard_if_unused(out)
             raise
+
+
+def _discard_if_unused(out: Path) -> None:
+    """A start refused before writing anything (nothing to label) leaves no folder behind; called
+    while holding the folder's lock, so the lock file is ours to remove."""
+    if distributed.is_main() and {p.name for p in out.iterdir()} <= {run_lock(out).name}:
+        run_lock(out).unlink(missing_ok=True)
+        out.rmdir()
 
 
 def _locked(folder: Path):

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import albumentations as A
 import cv2
 
+from classification.errors import InputError, brief
+
 KINDS = ("eval", "weak", "strong")
 _INTERP = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 
@@ -31,8 +33,6 @@ class DataConfig:
     def from_dict(cls, data: dict) -> "DataConfig":
         """From a saved config's `data` section, checked: a hand-edited or damaged file must not
         give a zero std (NaN probabilities), a size of text, or a crop wider than the image."""
-        from classification.errors import InputError, brief
-
         if not isinstance(data, dict):
             raise InputError(f"data must be a mapping, got {brief(data)}")
         size, crop, interp = data.get("size"), data.get("crop_pct", 1.0), data.get("interpolation", "bicubic")
@@ -52,8 +52,6 @@ def _number(x) -> bool:
 
 def channel_values(values, name: str, low: float) -> tuple[float, float, float]:
     """Three finite numbers, each at least `low` (mean: 0; std: above 0)."""
-    from classification.errors import InputError, brief
-
     if not isinstance(values, list) or len(values) != 3 or not all(_number(v) and v >= low for v in values):
         bound = "> 0" if low > 0 else ">= 0"
         raise InputError(f"data.{name} must be 3 finite numbers {bound} (one per channel), got {brief(values)}")

@@ -1,6 +1,6 @@
 """Images a person reviewed (`autolabel review`, fed back with `--reviewed`): approved or corrected
 ones are human labels from the trial after the review on (the loop trains on them as on the
-user's own, see `PseudoLabeler._human_labels`), ones rejected without a correction are never
+user's own, see `autolabel.trainset.training_set`), ones rejected without a correction are never
 labelled. Either way they are no longer pseudo-labels, so this guard refuses them all; it runs
 first, so that the class-balance cap spends no room on them."""
 from __future__ import annotations
