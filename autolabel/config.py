@@ -9,6 +9,7 @@ from classification.config import TrainConfig, check_field_types, read_config_se
 from classification.errors import InputError
 
 CALIBRATIONS = ("cv", "none")
+OOD_SCORES = ("fused", "knn")
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,9 @@ class LoopConfig:
     confidence_weight: bool = True   # weight each pseudo-labelled image's loss by its calibrated confidence
     ood_guard: bool = True          # refuse pool images far from every human label (embeddings/ood.py)
     ood_k: int = 5                  # the guard's score: distance to the k-th nearest human label
-    ood_tpr: float = 0.95           # the guard's threshold keeps this share of human labels (leave-one-out)
+    ood_tpr: float = 0.95           # the guard's threshold keeps this share of held-out human labels
+    ood_score: str = "fused"        # fused: kNN distance + near-class Mahalanobis++ (embeddings/fusion.py) | knn
+    ood_dim: int = 32               # fused: dimensions of the whitened space the near score works in
 
     def __post_init__(self):
         check_field_types(self)
@@ -54,8 +57,11 @@ class LoopConfig:
             raise InputError(f"unknown policy {self.policy!r}; valid: {', '.join(POLICIES)}")
         if self.weak_views < 1:
             raise InputError(f"weak_views must be >= 1, got {self.weak_views}")
-        if self.ood_k < 1 or not 0 < self.ood_tpr <= 1:
-            raise InputError(f"ood_k must be >= 1 and ood_tpr in (0, 1]; got {self.ood_k}, {self.ood_tpr}")
+        if self.ood_k < 1 or not 0 < self.ood_tpr <= 1 or self.ood_dim < 1:
+            raise InputError(f"ood_k and ood_dim must be >= 1 and ood_tpr in (0, 1]; got {self.ood_k}, "
+                             f"{self.ood_dim}, {self.ood_tpr}")
+        if self.ood_score not in OOD_SCORES:
+            raise InputError(f"unknown ood_score {self.ood_score!r}; valid: {', '.join(OOD_SCORES)}")
         if not 0 <= self.flex_floor <= 1:
             raise InputError(f"flex_floor must be in [0, 1], got {self.flex_floor}")
 

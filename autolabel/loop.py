@@ -39,7 +39,7 @@ from autolabel.trainset import reviewed_rows, training_set
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
-from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
+from classification.data import UNLABELED, ImageSet, dedupe, set_aside, stratified_split
 from classification.engine import FitResult, fit, sized
 
 _logger = logging.getLogger(__name__)
@@ -72,15 +72,17 @@ class PseudoLabeler:
         self.epoch_callbacks = list(epoch_callbacks)
 
     def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None,
-            resume: dict | None = None, reviewed: dict[str, str | None] | None = None) -> "PseudoLabeler":
+            resume: dict | None = None, reviewed: dict[str, str | None] | None = None,
+            other: ImageSet | None = None) -> "PseudoLabeler":
         """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything.
         `resume`: a run's saved state (`state_dict()`, as state.json keeps it); the loop continues
         after its last trial, and refuses when the images or settings are not the ones it was saved with.
         `reviewed`: pool path -> the class a person gave it (None: rejected without one), see
         autolabel.review.feedback; human labels (or never labelled) from the next trial on, and a
-        run that had stopped goes on."""
+        run that had stopped goes on. `other`: images marked "none of these classes"; they sharpen
+        the out-of-class guard, leave the pool and are never labelled."""
         with distributed.collective():  # under torchrun every rank runs this; rank 0 decides
-            self._prepare(labeled, unlabeled, test)
+            self._prepare(labeled, unlabeled, test, other)
             if resume is not None:
                 self.load_state_dict(resume)
             else:
@@ -120,11 +122,12 @@ class PseudoLabeler:
         self.state_.columns = {k: v for g in self.guards_ for k, v in g.columns.items()}
 
     # -- the run ---------------------------------------------------------------------------
-    def _prepare(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None) -> None:
+    def _prepare(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None, other: ImageSet | None) -> None:
         labeled, pool = dedupe(labeled, unlabeled)
+        pool = set_aside(pool, labeled, other)
         self.train = sized(self.train, labeled.paths + pool.paths)
         tr, va = stratified_split(labeled.labels, self.train.val_fraction, self.train.seed)
-        self.data_ = LoopData(labeled, pool, labeled.subset(tr), labeled.subset(va), test)
+        self.data_ = LoopData(labeled, pool, labeled.subset(tr), labeled.subset(va), test, other)
         self.policy_ = create_policy(self.loop.policy, threshold=self.loop.threshold,
                                      n_classes=len(labeled.classes), n_unlabeled=len(pool),
                                      warmup=self.loop.flex_warmup, floor=self.loop.flex_floor,
@@ -289,3 +292,4 @@ def _stop_reason(trial: int, now: np.ndarray, before: np.ndarray, newly: int, ex
     if newly == 0:
         return "nothing_new"
     return None
+

@@ -95,7 +95,7 @@ def trial_frame(state: LoopState) -> pd.DataFrame:
     return pd.DataFrame({"path": state.data.pool.paths,
                          "prediction": np.where(p.ok, classes[p.guess], ""),
                          "confidence": p.confidence, "threshold": p.threshold,
-                         "ood_score": state.columns["ood_score"].round(6), "ood_refused": state.columns["ood_refused"],
+                         **ood_scores(state, slice(None)), "ood_refused": state.columns["ood_refused"],
                          "accepted": p.accepted, "label": _names(state.labels, classes)})
 
 
@@ -106,17 +106,24 @@ def dataset_frame(state: LoopState) -> pd.DataFrame:
     lb, pool, classes = state.data.labeled, state.data.pool, np.array(state.data.classes)
     acc = state.accepted
     human = pd.DataFrame({"path": lb.paths, "label": classes[lb.labels], "source": "human",
-                          "confidence": 1.0, "trial": 0, "ood_score": np.nan})
+                          "confidence": 1.0, "trial": 0, **{k: np.nan for k in ood_scores(state, [])}})
     pseudo = pd.DataFrame({"path": [pool.paths[i] for i in acc], "label": classes[state.labels[acc]],
                            "source": "pseudo", "confidence": state.confidence[acc].round(6),
-                           "trial": state.accepted_trial[acc], "ood_score": state.columns["ood_score"][acc].round(6)})
+                           "trial": state.accepted_trial[acc], **ood_scores(state, acc)})
     reviewed = state.columns.get("reviewed_label", np.zeros(0, np.int64))
     rev = np.flatnonzero(reviewed >= 0)
     by_person = pd.DataFrame({"path": [pool.paths[i] for i in rev], "label": classes[reviewed[rev]],
                               "source": "human-reviewed", "confidence": 1.0,
                               "trial": state.columns.get("reviewed_since", reviewed)[rev],
-                              "ood_score": state.columns["ood_score"][rev].round(6)})
+                              **ood_scores(state, rev)})
     return pd.concat([human, by_person, pseudo] if len(rev) else [human, pseudo], ignore_index=True)
+
+
+def ood_scores(state: LoopState, rows) -> dict[str, np.ndarray]:
+    """The out-of-class guard's fused score (`ood_score`) and each part's (`ood_knn`, `ood_near`,
+    `ood_other`) for the pool images `rows`."""
+    names = ["ood_score"] + [k for k in ("ood_knn", "ood_near", "ood_other") if k in state.columns]
+    return {k: state.columns[k][rows].round(6) for k in names}
 
 
 def _names(labels: np.ndarray, classes: np.ndarray) -> np.ndarray:

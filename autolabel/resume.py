@@ -37,7 +37,8 @@ def fingerprint(data, train, loop) -> str:
     parts = {"train": train.to_dict(), "loop": loop, "classes": data.classes,
              "labeled": [data.labeled.paths, data.labeled.hashes, data.labeled.labels.tolist()],
              "pool": [data.pool.paths, data.pool.hashes],
-             "test": None if test is None else [test.paths, test.hashes, test.labels.tolist()]}
+             "test": None if test is None else [test.paths, test.hashes, test.labels.tolist()],
+             "other": None if data.other is None else [data.other.paths, data.other.hashes]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 
 

@@ -22,7 +22,7 @@ from autolabel.outputs import RunWriter
 from autolabel.plots import write_pictures
 from autolabel.resume import clean_after, config_changes, read_run, verified
 from autolabel.review.feedback import keep_reviews, load_reviewed, reopen, reviewed_section
-from autolabel.settings import (NothingToLabel, RunRequest, data_section, disk_full_message, new_out_dir, open_cache,
+from autolabel.settings import (NothingToLabel, RunRequest, absolute, data_section, disk_full_message, new_out_dir, open_cache,
                                 refuse_existing_run, refuse_out_inside, requested, resolve_configs,
                                 resolve_sources)
 from autolabel.state import LoopState
@@ -45,11 +45,12 @@ class RunInputs:
     test: ImageSet | None
     truth: np.ndarray | None   # true class per de-duplicated pool image, -1 = unknown
     reviewed: dict | None = None  # pool path -> class a person gave, None = rejected (--reviewed)
+    other: ImageSet | None = None  # images marked "none of these classes" (--data-other)
 
     @classmethod
     def load(cls, data: dict, with_truth: bool = True) -> "RunInputs":
-        """From a config's data section (data_clean, data_raw, test, truth: paths or None;
-        reviewed: a list of review.csv files)."""
+        """From a config's data section (data_clean, data_raw, test, truth, data_other: paths or
+        None; reviewed: a list of review.csv files)."""
         labeled, pool = load_labeled(data["data_clean"]), load_unlabeled(data["data_raw"])
         left = dedupe(labeled, pool)[1]  # the pool the loop sees
         if not len(left):  # an empty or fully labelled pool is not an error
@@ -59,11 +60,14 @@ class RunInputs:
         truth = None
         if with_truth and data.get("truth"):
             truth = load_truth(data["truth"], left, labeled.classes)
-        return cls(data, labeled, pool, test, truth, load_reviewed(data.get("reviewed"), pool, labeled.classes))
+        other = load_unlabeled(data["data_other"]) if data.get("data_other") else None
+        if other is not None and not len(other):
+            raise InputError(f"--data-other {data['data_other']}: {_why_empty(other)}")
+        return cls(data, labeled, pool, test, truth, load_reviewed(data.get("reviewed"), pool, labeled.classes), other)
 
     @property
     def skipped(self) -> list[tuple[str, str]]:
-        return self.labeled.skipped + self.pool.skipped
+        return self.labeled.skipped + self.pool.skipped + (self.other.skipped if self.other is not None else [])
 
 
 @dataclass
@@ -91,7 +95,8 @@ def run_loop(resolved: dict, inputs: RunInputs, out: Path, cache: FeatureCache, 
     labeler = PseudoLabeler(loop, train, cache, progress=progress, epoch_callbacks=epoch_callbacks,
                             callbacks=[writer] + ([tracker] if tracker else []))
     try:
-        labeler.fit(inputs.labeled, inputs.pool, test=inputs.test, resume=saved, reviewed=inputs.reviewed)
+        labeler.fit(inputs.labeled, inputs.pool, test=inputs.test, resume=saved, reviewed=inputs.reviewed,
+                    other=inputs.other)
         metrics = writer.finish(labeler.state_)
         write_pictures(labeler.state_, out, cache)
         writer.commit(labeler.state_, finished=True)
@@ -119,7 +124,7 @@ def start(req: RunRequest) -> RunOutcome | None:
     d = req.data
     sources = resolve_sources(d.get("data_clean"), d.get("data_raw"), d.get("truth"), d.get("test"))
     refuse_out_inside(req.out, sources)
-    data = {**data_section(*sources), **reviewed_section(d.get("reviewed"))}
+    data = {**data_section(*sources), **reviewed_section(d.get("reviewed")), "data_other": absolute(d.get("data_other"))}
     with distributed.collective():  # under torchrun: rank 0 makes the folder, the others learn its name
         out = distributed.broadcast(new_out_dir(req.out) if distributed.is_main() else None)
     resolved = {"train": train_cfg.to_dict(), "loop": loop_cfg.to_dict(), "data": data}
@@ -202,7 +207,7 @@ def _run(out: Path, resolved: dict, state: dict | None, req: RunRequest) -> RunO
     if not distributed.is_main():  # a torchrun rank other than 0: compute with rank 0, write nothing
         inputs = RunInputs.load(resolved["data"], with_truth=False)
         labeler = PseudoLabeler(LoopConfig(**resolved["loop"]), train_cfg, FeatureCache(None))
-        labeler.fit(inputs.labeled, inputs.pool, inputs.test, resume=state, reviewed=inputs.reviewed)
+        labeler.fit(inputs.labeled, inputs.pool, inputs.test, resume=state, reviewed=inputs.reviewed, other=inputs.other)
         return None
     inputs = RunInputs.load(resolved["data"])
     train_cfg = sized(train_cfg, inputs.labeled.paths + inputs.pool.paths)

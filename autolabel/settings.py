@@ -85,11 +85,13 @@ def _within(path, folder) -> bool:
     return path == folder or folder in path.parents
 
 
-def data_section(data_clean, data_raw, truth, test) -> dict:
-    """Absolute paths, so `--resume` finds the same images from any working folder."""
-    def absolute(p):
-        return str(Path(p).resolve()) if p else None
+def absolute(path) -> str | None:
+    """A path made absolute, so `--resume` finds the same images from any working folder."""
+    return str(Path(path).resolve()) if path else None
 
+
+def data_section(data_clean, data_raw, truth, test) -> dict:
+    """The data sources as absolute paths."""
     return {"data_clean": absolute(data_clean), "data_raw": absolute(data_raw),
             "test": absolute(test), "truth": absolute(truth)}
 

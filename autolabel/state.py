@@ -32,6 +32,8 @@ class LoopData:
     train_human: ImageSet    # the human labels every fit trains on
     val: ImageSet            # the human labels held out for validation (never pseudo-labels)
     test: ImageSet | None    # scored only, never used to decide anything
+    other: ImageSet | None = None  # images marked "none of these classes" (--data-other): they
+                                   # sharpen the out-of-class guard and are never labelled
 
     @property
     def classes(self) -> list[str]:
@@ -142,4 +144,5 @@ class LoopState:
 
 def _jsonable(state: dict) -> dict:
     """A state_dict with its numpy arrays as lists (guards keep per-image arrays in theirs)."""
-    return {k: v.tolist() if isinstance(v, np.ndarray) else v for k, v in state.items()}
+    return {k: v.tolist() if isinstance(v, np.ndarray) else _jsonable(v) if isinstance(v, dict) else v
+            for k, v in state.items()}

@@ -170,6 +170,18 @@ def dedupe(labeled: ImageSet, unlabeled: ImageSet) -> tuple[ImageSet, ImageSet]:
     return lb, ulb
 
 
+def set_aside(pool: ImageSet, labeled: ImageSet, other: ImageSet | None) -> ImageSet:
+    """The pool without the images marked "none of these classes" (matched by content); one that
+    is also a human label is an error."""
+    if other is None or not len(other):
+        return pool
+    marked = set(other.hashes)
+    both = [p for p, h in zip(labeled.paths, labeled.hashes) if h in marked]
+    if both:
+        raise InputError(f"{both[0]} is both a human label and marked none of these classes (--data-other)")
+    return pool.subset(np.flatnonzero([h not in marked for h in pool.hashes]))
+
+
 def stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-class random split. Every class with two or more images gets at least one validation
     image and keeps at least one training image; a class with one image stays in training.

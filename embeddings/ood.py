@@ -14,9 +14,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from classification.data import ImageSet
 from classification.errors import InputError, first_line
-from embeddings.features import Embedder
 
 
 def knn_distance(ref: np.ndarray, x: np.ndarray, k: int, exclude_self: bool = False) -> np.ndarray:
@@ -79,18 +77,6 @@ def fpr_at_tpr(scores_in: np.ndarray, scores_out: np.ndarray, tpr: float = 0.95)
     return float((scores_out <= threshold).mean())
 
 
-def score_ood(labeled: ImageSet, images: ImageSet, embedder: Embedder, k: int = 5, tpr: float = 0.95):
-    """Out-of-class score of every image against the labelled ones, refused above the threshold
-    that keeps `tpr` of labelled images (leave-one-out). Returns (frame, detector, skipped)."""
-    detector = KnnOOD(k, tpr)  # checks k and tpr before any image is embedded
-    ref, emb = embedder(labeled), embedder(images)
-    detector.fit(ref.feats[ref.ok])
-    scores = detector.score(emb.feats[emb.ok])
-    frame = pd.DataFrame({"path": np.asarray(images.paths, dtype=object)[emb.ok], "score": scores,
-                          "refused": detector.refuse(scores)})
-    return frame, detector, ref.skipped + emb.skipped
-
-
 def load_ood_truth(csv: str | Path) -> dict[str, bool]:
     """path,ood CSV (ood: 1/0, true/false, yes/no) -> {absolute path: is out-of-class}; paths are
     relative to the CSV's folder unless absolute."""
@@ -113,12 +99,17 @@ def load_ood_truth(csv: str | Path) -> dict[str, bool]:
 
 
 def ood_metrics(frame: pd.DataFrame, truth: dict[str, bool], tpr: float = 0.95) -> dict:
-    """AUROC, FPR at `tpr`, and the refused shares, over the scored images that have a truth."""
+    """Over the scored images that have a truth: the refused shares, and AUROC and FPR at `tpr` of
+    the fused score (`auroc`, `fpr_at_tpr`) and of each part's (`parts`: knn, near, other)."""
     known = frame[frame["path"].isin(truth.keys())]
     is_ood = known["path"].map(truth).to_numpy(bool)
-    s_in, s_out = known["score"].to_numpy()[~is_ood], known["score"].to_numpy()[is_ood]
     refused = known["refused"].to_numpy(bool)
-    return {"n_in": int((~is_ood).sum()), "n_ood": int(is_ood.sum()), "auroc": auroc(s_in, s_out),
-            "fpr_at_tpr": fpr_at_tpr(s_in, s_out, tpr),
+
+    def separation(column: str) -> dict:
+        s = known[column].to_numpy()
+        return {"auroc": auroc(s[~is_ood], s[is_ood]), "fpr_at_tpr": fpr_at_tpr(s[~is_ood], s[is_ood], tpr)}
+
+    parts = {c: separation(c) for c in ("knn", "near", "other") if c in known}
+    return {"n_in": int((~is_ood).sum()), "n_ood": int(is_ood.sum()), **separation("score"), "parts": parts,
             "refused_ood": float(refused[is_ood].mean()) if is_ood.any() else float("nan"),
             "refused_in": float(refused[~is_ood].mean()) if (~is_ood).any() else float("nan")}

@@ -16,7 +16,8 @@ from embeddings.config import IndexConfig
 from embeddings.exact import knn_blocks
 from embeddings.features import Embedder, l2_normalize
 from embeddings.index import EmbeddingIndex
-from embeddings.ood import KnnOOD, auroc, fpr_at_tpr, score_ood
+from embeddings.fusion import score_ood
+from embeddings.ood import KnnOOD, auroc, fpr_at_tpr
 from embeddings.projector import stored_vectors
 from embeddings.recall import drop_self, one_recall_at_k, recall_at_k
 

@@ -57,12 +57,13 @@ def root(
     config: Optional[Path] = typer.Option(None, help="YAML with train: and loop: sections; flags override it."),
     truth: Optional[Path] = typer.Option(None, help="file,label CSV for the pool: only scores the pseudo-labels."),
     test: Optional[Path] = typer.Option(None, help="Labelled test images: only scored."),
+    data_other: Optional[Path] = typer.Option(None, "--data-other", help="Images that belong to none of the classes (a folder or a CSV with a path column): they sharpen the out-of-class guard and are never labelled."),
     reviewed: Optional[Path] = typer.Option(None, "--reviewed", help="A review.csv (autolabel review): approved and corrected images become human labels from the next trial on, rejected ones are never labelled."),
     seed: Optional[int] = typer.Option(None, help="Random seed (default: 0)."),
     sticky: Optional[bool] = typer.Option(None, "--sticky/--no-sticky", help="Keep accepted labels forever."),
     balance: Optional[float] = typer.Option(None, help="Class-balance cap, a multiple of each class's share (default: 1.5; 0 = off)."),
     views: Optional[int] = typer.Option(None, "--views", help="Average this many weak views to predict the pool (default: 1)."),
-    ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images far from every human label (default: on)."),
+    ood_guard: Optional[bool] = typer.Option(None, "--ood-guard/--no-ood-guard", help="Refuse images of no labelled class: far from every human label or unlike every labelled class (default: on)."),
     model: Optional[str] = typer.Option(None, help=f"timm model (default: {DEFAULT_MODEL})."),
     img_size: Optional[int] = typer.Option(None, help="Input size (default: the model's)."),
     cache_dir: Optional[Path] = typer.Option(None, help="Feature cache folder (default: ~/.cache/autolabel)."),
@@ -81,7 +82,8 @@ def root(
                              "only the loop (autolabel with no command) is distributed")
         return
     req = RunRequest(
-        data={"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test, "reviewed": reviewed},
+        data={"data_clean": data_clean, "data_raw": data_raw, "truth": truth, "test": test, "reviewed": reviewed,
+              "data_other": data_other},
         train={"mode": mode, "seed": seed, "model": model, "img_size": img_size},
         loop={"n_trials": n_trials, "threshold": threshold, "target_precision": target_precision,
               "policy": policy, "sticky": sticky,
