@@ -85,12 +85,15 @@ def test_ood_score_with_truth(sample, cache_dir, tmp_path, capsys):
     rows += [(str(p), 0) for p in sorted((sample / "test" / "ship").iterdir())]
     pd.DataFrame(rows, columns=["path", "ood"]).to_csv(tmp_path / "truth.csv", index=False)
     pd.DataFrame({"path": [r[0] for r in rows]}).to_csv(tmp_path / "images.csv", index=False)
+    pd.DataFrame({"path": [r[0] for r in rows[:3]]}).to_csv(tmp_path / "other.csv", index=False)  # 3 digits
     code, out, _ = run(capsys, "-q", "ood", "score", "--labeled", str(sample / "labeled"), "--images",
                        str(tmp_path / "images.csv"), "--truth", str(tmp_path / "truth.csv"), "--out",
-                       str(tmp_path / "scores.csv"), "--img-size", "128", "--cache-dir", str(cache_dir))
+                       str(tmp_path / "scores.csv"), "--data-other", str(tmp_path / "other.csv"),
+                       "--img-size", "128", "--cache-dir", str(cache_dir))
     assert code == 0 and "with truth (20 in-class, 20 out-of-class): AUROC" in out
+    assert "knn+near+other: fused threshold" in out and "  near: AUROC" in out and "  other: AUROC" in out
     scores = pd.read_csv(tmp_path / "scores.csv")
-    assert list(scores.columns) == ["path", "score", "refused"] and len(scores) == 40
+    assert list(scores.columns) == ["path", "score", "refused", "knn", "near", "other"] and len(scores) == 40
     digits = scores.path.str.contains("ood_mnist")
     assert scores.refused[digits].mean() >= 0.6 and scores.score[digits].mean() > scores.score[~digits].mean()
 
