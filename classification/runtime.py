@@ -56,10 +56,11 @@ def make_runner(model: nn.Module, size: int, runtime: str, device: str,
     model = model.eval()
     if runtime == "onnx":
         return _onnx_runner(model, size, cache_root, tail_blocks)
-    return _torch_runner(frozen_part(model, tail_blocks), device)
+    return torch_runner(frozen_part(model, tail_blocks), device)
 
 
-def _torch_runner(part: nn.Module, device: str) -> Runner:
+def torch_runner(part: nn.Module, device: str) -> Runner:
+    """Run `part` eagerly (channels_last; autocast on CUDA) and return flattened float32 numpy."""
     cuda = device.startswith("cuda")
     part = part.to(device=device, memory_format=torch.channels_last)
 
@@ -74,11 +75,18 @@ def _torch_runner(part: nn.Module, device: str) -> Runner:
 
 
 def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int) -> Runner:
+    path = onnx_path(model, size, cache_root, tail_blocks)
+    return onnx_file_runner(frozen_part(model, tail_blocks), size, path)
+
+
+def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
+    """Run `part` (one input, one output with a batch axis) through ONNX Runtime on the CPU from
+    `path`, exporting it there first if it is missing, and once more if the file is damaged.
+    `path` must name `part`'s weights (a hash), since an existing file is trusted."""
     import onnxruntime as ort
 
-    path = onnx_path(model, size, cache_root, tail_blocks)
     if not path.is_file():
-        export_onnx(frozen_part(model, tail_blocks), size, path)
+        export_onnx(part, size, path)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -86,7 +94,7 @@ def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_bloc
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # a damaged export: rebuild it once
         _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(frozen_part(model, tail_blocks), size, path)
+        export_onnx(part, size, path)
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
 

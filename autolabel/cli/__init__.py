@@ -14,6 +14,7 @@ import typer
 from autolabel.cli import data as data_cmds
 from autolabel.cli import grid as grid_cmds
 from autolabel.cli import index as index_cmds
+from autolabel.cli import localize as localize_cmds
 from autolabel.cli import ood as ood_cmds
 from autolabel.cli import tools as tools_cmds
 from autolabel.cli import train as train_cmds
@@ -33,6 +34,7 @@ app.command("grid")(grid_cmds.grid)
 app.add_typer(data_cmds.app, name="data")
 app.add_typer(index_cmds.app, name="index")
 app.add_typer(ood_cmds.app, name="ood")
+app.add_typer(localize_cmds.app, name="localize")
 
 
 @app.callback(invoke_without_command=True)
