@@ -13,7 +13,7 @@ from localization.boxes import RESIZES
 
 # The registries' keys, kept here so that checking a config does not import torch (a test
 # checks that they match the registries themselves).
-BOX_HEADS = ("spatial", "pooled")               # localization.model.BOX_HEADS
+BOX_HEADS = ("spatial", "pooled", "edges")             # localization.model.BOX_HEADS
 AUGMENTATIONS = ("none", "flip", "light", "medium", "strong")  # localization.views.AUGMENTATIONS
 OPTIMIZERS = ("adam", "adamw", "sgd")           # localization.train.OPTIMIZERS
 SCHEDULERS = ("plateau", "cosine", "none")      # localization.train.SCHEDULERS

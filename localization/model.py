@@ -50,7 +50,30 @@ class SpatialBoxHead(nn.Module):
         return _ordered_corners(self.mlp(self.reduce(maps)))
 
 
-BOX_HEADS = {"pooled": PooledBoxHead, "spatial": SpatialBoxHead}
+class EdgeBoxHead(nn.Module):
+    """Each edge as a soft-argmax over grid positions: a small convolution scores every cell for
+    each of the four edges, rows (for x0, x1) or columns (for y0, y1) are pooled by log-sum-exp,
+    and the edge is the expected position under the softmax, grid positions spanning [0, 1].
+    Few weights, and the same detector everywhere: a few hundred boxes are enough to fit it."""
+
+    def __init__(self, channels: int, grid: int, hidden: int, dropout: float):
+        super().__init__()
+        self.score = nn.Sequential(nn.Dropout2d(dropout), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                   nn.Conv2d(hidden, 4, 3, padding=1))
+        self.register_buffer("positions", torch.linspace(0, 1, grid), persistent=False)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        s = self.score(maps)  # (B, 4, h, w): x0, y0, x1, y1
+        cols = torch.logsumexp(s[:, [0, 2]], dim=2)  # (B, 2, w)
+        rows = torch.logsumexp(s[:, [1, 3]], dim=3)  # (B, 2, h)
+        xs = (torch.softmax(cols, dim=2) * self.positions).sum(dim=2)
+        ys = (torch.softmax(rows, dim=2) * self.positions).sum(dim=2)
+        xs, _ = xs.sort(dim=1)
+        ys, _ = ys.sort(dim=1)
+        return torch.stack([xs[:, 0], ys[:, 0], xs[:, 1], ys[:, 1]], dim=1)
+
+
+BOX_HEADS = {"pooled": PooledBoxHead, "spatial": SpatialBoxHead, "edges": EdgeBoxHead}
 
 
 class Localizer(nn.Module):

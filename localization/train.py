@@ -133,7 +133,7 @@ def _train_epoch(model, tail, cfg: LocalizeConfig, train: Material, opt, rng) ->
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        total, seen = total + float(loss) * len(b), seen + len(b)
+        total, seen = total + float(loss.detach()) * len(b), seen + len(b)
     return total / max(seen, 1)
 
 
