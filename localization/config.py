@@ -35,9 +35,9 @@ def _positive(config, *names: str, strict: bool = True) -> None:
 class ModelConfig:
     name: str = "tf_efficientnet_lite0"  # timm backbone; EfficientNet/MobileNet-style for unfreeze > 0
     weights: str | None = "auto"         # auto (packaged ImageNet) | hub (download) | a state-dict file | null
-    img_size: int = 224                  # side of the square model input
-    box_head: str = "spatial"            # spatial (sees the map's layout) | pooled (MLP on pooled features)
-    hidden: int = 256                    # width of the box head's hidden layer
+    img_size: int = 320                  # side of the square model input
+    box_head: str = "edges"              # edges (soft-argmax per edge) | spatial (MLP over the grid) | pooled
+    hidden: int = 64                     # width of the box head's hidden layer
     dropout: float = 0.2                 # before the class layer and inside the box head
 
     def __post_init__(self):
@@ -107,10 +107,10 @@ class SchedulerConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    head_epochs: int = 10        # stage 1: the heads only, on a frozen backbone
-    epochs: int = 20             # stage 2: the last `unfreeze` blocks too (skipped when unfreeze = 0)
-    unfreeze: int = 2            # blocks (timm stages) trained in stage 2
-    patience: int = 6            # early stopping: epochs without a better validation mean IoU
+    head_epochs: int = 45        # stage 1: the heads only, on a frozen backbone
+    epochs: int = 8              # stage 2: the last `unfreeze` blocks too (skipped when unfreeze = 0)
+    unfreeze: int = 0            # blocks (timm stages) trained in stage 2; 0: heads only
+    patience: int = 10           # early stopping: epochs without a better validation mean IoU
     val_fraction: float = 0.2    # images with boxes held out per class to pick the best epoch
     batch_size: int = 32
     runtime: str = "auto"        # frozen trunk: auto (ONNX Runtime on CPU) | onnx | torch

@@ -41,3 +41,24 @@ def decide(confidence: np.ndarray, agreement: np.ndarray, rule: BoxRule) -> np.n
     confidence, agreement = np.asarray(confidence), np.asarray(agreement)
     assert confidence.shape == agreement.shape, (confidence.shape, agreement.shape)
     return (confidence >= rule.min_confidence) & (agreement >= rule.min_agreement)
+
+
+@dataclass
+class Proposal:
+    """Per pool image: the merged label, box (original pixels), class confidence and box
+    agreement over the views, and whether the rule accepts it."""
+    labels: np.ndarray
+    boxes: np.ndarray
+    confidence: np.ndarray
+    agreement: np.ndarray
+    accepted: np.ndarray
+
+
+def propose(probs: np.ndarray, boxes: np.ndarray, ok: np.ndarray, rule: BoxRule) -> Proposal:
+    """Pseudo-labels and pseudo-boxes from (V, N, K) probabilities and (V, N, 4) boxes of V views
+    (view 0 the plain one); images that did not decode (`ok` False) are never accepted."""
+    mean_probs, mean_boxes = merge_views(probs, boxes)
+    confidence = mean_probs.max(axis=1)
+    agreement = box_agreement(np.nan_to_num(boxes))
+    accepted = decide(confidence, agreement, rule) & np.asarray(ok, bool)
+    return Proposal(mean_probs.argmax(axis=1), mean_boxes, confidence, agreement, accepted)

@@ -91,7 +91,9 @@ def _compute(run, images, todo, maker, views, out, how: Extraction) -> None:
     specs = [[view_seed(images.hashes[i], v) if v >= 0 else v for v in views] for i in todo]
     dataset = ViewDataset([images.paths[i] for i in todo], maker, specs)
     workers = max(0, min(8, (os.cpu_count() or 1) - 1)) if how.workers is None else how.workers
-    loader = view_loader(dataset, how.batch_size, workers)
+    # a batch holds batch_size image views, not images: a big input size times many views would
+    # otherwise hold gigabytes of activations at once
+    loader = view_loader(dataset, max(1, how.batch_size // len(views)), workers)
     for idx, x, geo, bad in progress_bar(loader, how.progress, "trunk maps"):
         for j, why in bad:
             ok[todo[j]] = False

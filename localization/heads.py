@@ -27,6 +27,19 @@ def run_heads(model: Localizer, tail: nn.Module, maps: np.ndarray, shape: tuple,
             np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32))
 
 
+@torch.inference_mode()
+def through(part: nn.Module, maps: np.ndarray, shape: tuple, batch_size: int = 64) -> tuple[np.ndarray, tuple]:
+    """Flattened maps (..., D) through a frozen `part` -> (its flattened float16 outputs, their shape)."""
+    flat = maps.reshape(-1, maps.shape[-1])
+    outs, out_shape = [], shape
+    for i in range(0, len(flat), batch_size):
+        y = part(torch.from_numpy(flat[i:i + batch_size].astype(np.float32)).reshape(-1, *shape))
+        out_shape = tuple(y.shape[1:])
+        outs.append(y.reshape(len(y), -1).numpy().astype(np.float16))
+    out = np.concatenate(outs) if outs else np.zeros((0, int(np.prod(shape))), np.float16)
+    return out.reshape(*maps.shape[:-1], -1), out_shape
+
+
 def class_probs(logits: np.ndarray, class_loss: str) -> np.ndarray:
     """Per-class confidence: softmax, or independent sigmoids for a BCE-trained head."""
     logits = np.asarray(logits, np.float64)

@@ -3,7 +3,8 @@
 Stage 1 trains the heads on a frozen backbone; stage 2 also trains the last `unfreeze` blocks at
 `backbone_lr_mult` of the heads' learning rate. Each stage has its own Adam (or AdamW / SGD) and
 scheduler (ReduceLROnPlateau on validation mean IoU by default) and stops early when the mean IoU
-has not improved for `patience` epochs; the weights of the best epoch over both stages win.
+has not improved for `patience` epochs. Stage 2 starts from stage 1's best epoch, and the weights
+of the best epoch over both stages win.
 Batch-norm statistics stay frozen: a few hundred images in small batches would only blur them.
 """
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 from localization.boxes import to_model
 from localization.config import LocalizeConfig, OptimizerConfig, SchedulerConfig
 from localization.features import ViewMaps
-from localization.heads import class_probs, run_heads, score, to_pixels
+from localization.heads import class_probs, run_heads, score, through, to_pixels
 from localization.loss import create_criterion
 from localization.model import Localizer, split
 
@@ -74,12 +75,16 @@ def fit(model: Localizer, cfg: LocalizeConfig, train: Material, val: Material | 
         stages.append(("unfreeze", cfg.training.epochs, True))
     rng = np.random.default_rng(cfg.training.seed)
     for stage, epochs, unfrozen in stages:
+        if best_state is not None:  # as seed 003 did: each stage starts from the best model so far
+            model.load_state_dict(best_state)
         _freeze(model, tail, unfrozen)
         opt = _optimizer(model, tail if unfrozen else None, cfg.optimizer)
         sched = SCHEDULERS[cfg.scheduler.name](opt, cfg.scheduler, epochs)
+        # while the tail is frozen, its output for each cached view is fixed: compute it once
+        part, data = (tail, (train, val)) if unfrozen or epochs == 0 else (nn.Identity(), _frozen(tail, train, val))
         stale = 0
         for epoch in range(epochs):
-            record = _epoch(model, tail, cfg, train, val, opt, rng, result)
+            record = _epoch(model, part, cfg, data[0], data[1], opt, rng, result)
             record.update(stage=stage, epoch=len(result.history) + 1, lr=opt.param_groups[0]["lr"])
             result.history.append(record)
             _logger.info("%s epoch %d: %s", stage, record["epoch"], _brief(record))
@@ -95,6 +100,20 @@ def fit(model: Localizer, cfg: LocalizeConfig, train: Material, val: Material | 
         model.load_state_dict(best_state)
     _freeze(model, tail, False)
     return result
+
+
+def _frozen(tail: nn.Module, *sets: Material | None) -> list[Material | None]:
+    """`sets` with their cached views passed through the frozen tail (identity tails: as they are)."""
+    if isinstance(tail, nn.Identity):
+        return list(sets)
+    out = []
+    for m in sets:
+        if m is None:
+            out.append(None)
+            continue
+        maps, shape = through(tail.eval(), m.views.maps, m.views.shape)
+        out.append(replace(m, views=replace(m.views, maps=maps, shape=shape)))
+    return out
 
 
 def _epoch(model, tail, cfg, train: Material, val, opt, rng, result: FitResult) -> dict:
