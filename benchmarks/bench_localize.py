@@ -78,7 +78,7 @@ def splits(data: BoxSet, share: float, seed: int) -> dict[str, BoxSet]:
     train, test = stratified_split(data.images.labels, 0.2, seed)
     sets = {"train": data.subset(train), "test": data.subset(test)}
     if share < 1:
-        pool, human = stratified_split(sets["train"].images.labels, 1 - share, seed)
+        human, pool = stratified_split(sets["train"].images.labels, 1 - share, seed)
         sets["pool"], sets["train"] = sets["train"].subset(pool), sets["train"].subset(human)
     return sets
 
