@@ -22,14 +22,11 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from autolabel.audit import load_truth
 from autolabel.config import LoopConfig
-from autolabel.loop import PseudoLabeler
-from autolabel.outputs import RunWriter
-from autolabel.plots import write_pictures
+from autolabel.run import RunInputs, run_loop
+from autolabel.state import LoopState
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
-from classification.data import ImageSet, dedupe, load_labeled, load_unlabeled
 from classification.errors import InputError
 from classification.fileio import write_csv
 
@@ -154,73 +151,56 @@ def _check(p: GridParam, value, text: str, train: TrainConfig, loop: LoopConfig)
         raise InputError(f"--param {p.name}={text}: {e}") from None
 
 
-@dataclass
-class GridInputs:
-    """What every combination shares: the images, the optional test split and pool truth."""
-    labeled: ImageSet
-    pool: ImageSet
-    test: ImageSet | None
-    truth: np.ndarray | None
-    sources: dict
-
-    @classmethod
-    def load(cls, data_clean: Path, data_raw: Path, test: Path | None = None, truth: Path | None = None):
-        labeled, pool = load_labeled(data_clean), load_unlabeled(data_raw)
-        test_set = load_labeled(test, classes=labeled.classes) if test else None
-        truth_idx = load_truth(truth, dedupe(labeled, pool)[1], labeled.classes) if truth else None
-        sources = {"data_clean": str(data_clean), "data_raw": str(data_raw),
-                   "test": str(test) if test else None, "truth": str(truth) if truth else None}
-        return cls(labeled, pool, test_set, truth_idx, sources)
+@dataclass(frozen=True)
+class GridJob:
+    """A grid to run: every combination of the base settings, on the same images."""
+    combos: list[Combination]
+    train: TrainConfig          # the base settings each combination changes
+    loop: LoopConfig
+    inputs: RunInputs           # the images every combination shares
+    out: Path                   # each combination runs into out/<its folder>
+    metric: str                 # ranks the combinations
 
 
-def run_grid(combos: list[Combination], train: TrainConfig, loop: LoopConfig, inputs: GridInputs,
-             out: Path, cache: FeatureCache, metric: str, tracker=None, progress: bool = False,
+def run_grid(job: GridJob, cache: FeatureCache, tracker=None, progress: bool = False,
              announce: Callable[[Combination, Path], None] | None = None) -> list[dict]:
-    """Run every combination into `out/<folder>`; returns the rows ranked by `metric`.
+    """Run every combination into `job.out/<folder>`; returns the rows ranked by `job.metric`.
 
     `tracker` (optional) has begin(combo, resolved, folder), the trial callback, end(row, folder)
     and fail(status): see autolabel.tracking_tools.GridTracker. grid.csv is rewritten after every
     combination, so an interrupted grid keeps the results it has.
     """
-    width = len(str(len(combos)))
+    width = len(str(len(job.combos)))
     rows = []
-    for combo in combos:
-        folder = out / combo.folder(width)
+    for combo in job.combos:
+        folder = job.out / combo.folder(width)
         if announce:
             announce(combo, folder)
-        rows.append(_run_one(combo, *combo.configs(train, loop), inputs, folder, cache, tracker, progress))
-        write_grid_csv(out / "grid.csv", rank(rows, metric))
-    return rank(rows, metric)
+        train, loop = combo.configs(job.train, job.loop)
+        rows.append(_run_one(combo, (train, loop), job.inputs, folder, cache, tracker, progress))
+        write_grid_csv(job.out / "grid.csv", rank(rows, job.metric))
+    return rank(rows, job.metric)
 
 
-def _run_one(combo: Combination, train: TrainConfig, loop: LoopConfig, inputs: GridInputs, folder: Path,
+def _run_one(combo: Combination, configs: tuple[TrainConfig, LoopConfig], inputs: RunInputs, folder: Path,
              cache: FeatureCache, tracker, progress: bool) -> dict:
-    resolved = {"train": train.to_dict(), "loop": loop.to_dict(), "data": inputs.sources,
+    train, loop = configs
+    resolved = {"train": train.to_dict(), "loop": loop.to_dict(), "data": inputs.data,
                 "grid": combo.params()}
-    writer = RunWriter(folder, resolved, truth=inputs.truth)
     if tracker:
         tracker.begin(combo, resolved, folder)
-    labeler = PseudoLabeler(loop, train, cache, progress=progress,
-                            callbacks=[writer] + ([tracker] if tracker else []))
-    try:
-        labeler.fit(inputs.labeled, inputs.pool, test=inputs.test)
-        metrics = writer.finish(labeler)
-        write_pictures(labeler, folder)
-    except BaseException as e:
-        if tracker:
-            tracker.fail("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
-        raise
+    result = run_loop(resolved, inputs, folder, cache, tracker=tracker, progress=progress)
     row = {"index": combo.index, "combination": combo.name, **combo.params(),
-           **outcome(labeler, metrics), "folder": str(folder)}
+           **outcome(result.state, result.metrics), "folder": str(folder)}
     _logger.info("%s: %s", combo.name, ", ".join(f"{k} {row[k]:.3f}" for k in METRICS if row.get(k) is not None))
     if tracker:
         tracker.end(row, folder)
     return row
 
 
-def outcome(labeler: PseudoLabeler, metrics: dict) -> dict:
+def outcome(state: LoopState, metrics: dict) -> dict:
     """The final numbers of one run (None where they need a test split or pool truth)."""
-    final, best = metrics["final"], labeler.model_.best
+    final, best = metrics["final"], state.model.best
     return {"test_accuracy": final.get("test_accuracy"),
             "precision": final.get("audit", {}).get("precision"),
             "val_macro_f1": best.get("val_macro_f1"), "val_accuracy": best.get("val_accuracy"),

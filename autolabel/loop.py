@@ -2,15 +2,23 @@
 
 One trial: (a) train on human labels + the pseudo-labels accepted so far (strong views for the
 pseudo-labels; validation from human labels only), (b) predict the pool with the weak transform,
-(c) let the threshold policy pick, (d) cap each class with the balance guard, (e) re-decide every
-pseudo-label (or keep them, with `sticky`). With `ood_guard`, a pool image further from every
-human label than the calibrated threshold is never accepted, whatever its confidence. After the
-last trial one more fit on the final labels gives the model, so 0 trials is plain supervised
-training. A run's state after each trial can be saved and resumed (`autolabel.resume`).
+(c) calibrate the probabilities (`autolabel.calibration`: a temperature fitted in trial 1 on
+cross-validated human labels; trial 1's calibrated probabilities are the reference that
+estimated precision is measured with), (d) decide per image (`autolabel.decision`): the threshold policy, the target
+precision's bars, then the guards (out-of-class refusal, class-balance cap), (e) re-decide every
+pseudo-label (or keep them, with `sticky`).
+After the last trial one more fit on the final labels gives the model, so 0 trials is plain
+supervised training.
 
-Callbacks: each trial callback gets `(record, labeler)` after its trial; each epoch callback gets
-every training epoch's record (see `classification.trainer.run_stage`) with `trial` added: the
+What the loop works on is a `LoopData`, what it has produced a `LoopState` (autolabel.state):
+`state_dict()` / `load_state_dict()` save and restore it, and callbacks read it.
+
+Callbacks: each trial callback gets `(record, state)` after its trial; each epoch callback gets
+every training epoch's record (see `classification.train.stage.run_stage`) with `trial` added: the
 trial it trains for, or None for the final fit.
+
+Under torchrun every rank runs `fit` (extraction and fine-tuning are collective); rank 0 alone
+decides, and the others take its state after every step that decides something.
 """
 from __future__ import annotations
 
@@ -19,30 +27,33 @@ from typing import Callable
 
 import numpy as np
 
+from autolabel import hooks
+from autolabel.calibration import cv_temperature, scale_probs
 from autolabel.config import LoopConfig
-from autolabel.guards import balance_cap
+from autolabel.decision import decide
+from autolabel.guards import GuardContext, create_guards
 from autolabel.policies import create_policy
-from autolabel.resume import crash_point, fingerprint, restore_state
+from autolabel.resume import fingerprint
+from autolabel.state import LoopData, LoopState
+from autolabel.trainset import reviewed_rows, training_set
 from classification import distributed
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
 from classification.data import UNLABELED, ImageSet, dedupe, stratified_split
-from classification.engine import FitResult, fit
-from classification.inference import predict
-from embeddings.features import Embedder
-from embeddings.ood import KnnOOD
+from classification.engine import FitResult, fit, sized
 
 _logger = logging.getLogger(__name__)
 
 NOTHING_MORE = "Pseudo labeling done. Nothing more to label."
-TrialCallback = Callable[[dict, "PseudoLabeler"], None]
+TrialCallback = Callable[[dict, LoopState], None]
 EpochCallback = Callable[[dict], None]
 
 
 class PseudoLabeler:
     """Label an unlabelled pool from a few human labels.
 
-    Fitted attributes (over the de-duplicated `unlabeled_` pool unless said otherwise):
+    After `fit`: `data_` (LoopData) and `state_` (LoopState), and, read from them in
+    scikit-learn's style (over the de-duplicated `unlabeled_` pool unless said otherwise):
         pseudo_labels_: (N,) accepted class, -1 = none.
         confidence_: (N,) confidence of the latest prediction.
         ood_score_: (N,) distance to the k-th nearest human label (NaN without the guard).
@@ -61,102 +72,107 @@ class PseudoLabeler:
         self.epoch_callbacks = list(epoch_callbacks)
 
     def fit(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None = None,
-            resume: dict | None = None) -> "PseudoLabeler":
+            resume: dict | None = None, reviewed: dict[str, str | None] | None = None) -> "PseudoLabeler":
         """Run the loop. `test` (optional, labelled) is only scored, never used to decide anything.
-        `resume`: a run's saved state (see `autolabel.resume`); the loop continues after its last
-        trial, and refuses when the images or settings are not the ones the state was saved with."""
+        `resume`: a run's saved state (`state_dict()`, as state.json keeps it); the loop continues
+        after its last trial, and refuses when the images or settings are not the ones it was saved with.
+        `reviewed`: pool path -> the class a person gave it (None: rejected without one), see
+        autolabel.review.feedback; human labels (or never labelled) from the next trial on, and a
+        run that had stopped goes on."""
         with distributed.collective():  # under torchrun every rank runs this; rank 0 decides
             self._prepare(labeled, unlabeled, test)
             if resume is not None:
-                restore_state(self, resume)
+                self.load_state_dict(resume)
             else:
-                self._fit_ood_guard()
-            self._run_trials()
-            crash_point("final", self.n_trials_)
-            self.model_ = self._fit_current(None)
-            self.test_pred_ = self._test_predictions(self.model_)
-        self.test_accuracy_ = self._accuracy(self.test_pred_)
+                self._fit_guards()
+            if reviewed:
+                self._apply_review(reviewed)
+            self._run_trials(reopened=bool(reviewed))
+            hooks.reached("final", self.state_.n_trials)
+            self.state_.model = self._fit_current(None)
+            self.state_.test_pred = self._test_predictions(self.state_.model)
+        self.state_.test_accuracy = self._accuracy(self.state_.test_pred)
         return self
 
-    def _prepare(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None) -> None:
-        self.test_ = test
-        labeled, pool = dedupe(labeled, unlabeled)
-        self.labeled_, self.unlabeled_, self.classes_ = labeled, pool, labeled.classes
-        tr, va = stratified_split(labeled.labels, self.train.val_fraction, self.train.seed)
-        self.train_human_, self.val_ = labeled.subset(tr), labeled.subset(va)
-        n, n_cls = len(pool), len(labeled.classes)
-        self.policy_ = create_policy(self.loop.policy, threshold=self.loop.threshold, n_classes=n_cls,
-                                     n_unlabeled=n, warmup=self.loop.flex_warmup, floor=self.loop.flex_floor)
-        self.pseudo_labels_ = np.full(n, UNLABELED, np.int64)
-        self.confidence_ = np.zeros(n, np.float32)
-        self.accepted_trial_ = np.full(n, -1, np.int64)
-        self.history_, self.termination_reason_, self.n_trials_ = [], "max_trials", 0
-        self.skipped_: list[tuple[str, str]] = []  # (path, reason) of files that failed to decode
-        self.fingerprint_ = fingerprint(self)
+    # -- state ---------------------------------------------------------------------------
+    def state_dict(self, finished: bool = False, **extra) -> dict:
+        """The loop's state after the last completed trial, as JSON (what state.json holds)."""
+        return self.state_.to_json(finished, **extra)
 
-    def _run_trials(self) -> None:
-        """Trials after the last completed one (all of them on a fresh run) until a stop or the budget."""
-        if self.history_ and self.history_[-1]["stop"]:  # a resumed run that had already stopped
-            self.termination_reason_ = self.history_[-1]["stop"]
+    def load_state_dict(self, saved: dict) -> None:
+        """Continue from `saved` (see `state_dict`); the policy and guards take their saved state."""
+        self.state_ = LoopState.from_json(saved, self.data_, self.state_.fingerprint)
+        self.policy_.load_state_dict(self.state_.policy)
+        for guard in self.guards_:
+            guard.load_state_dict(self.state_.guards[guard.name])
+        self._sync_guards()
+
+    def _apply_review(self, reviewed: dict[str, str | None]) -> None:
+        """Reviewed images stop being pseudo-labels now; the reviewed guard keeps them so."""
+        guard = next(g for g in self.guards_ if g.name == "reviewed")
+        guard.apply(reviewed, self.data_.pool.paths, self.data_.classes, self.state_.n_trials + 1)
+        self.state_.labels[guard.excluded] = UNLABELED
+        self.state_.accepted_trial[guard.excluded] = -1
+        self._sync_guards()
+
+    def _sync_guards(self) -> None:
+        self.state_.guards = {g.name: g.state_dict() for g in self.guards_}
+        self.state_.columns = {k: v for g in self.guards_ for k, v in g.columns.items()}
+
+    # -- the run ---------------------------------------------------------------------------
+    def _prepare(self, labeled: ImageSet, unlabeled: ImageSet, test: ImageSet | None) -> None:
+        labeled, pool = dedupe(labeled, unlabeled)
+        self.train = sized(self.train, labeled.paths + pool.paths)
+        tr, va = stratified_split(labeled.labels, self.train.val_fraction, self.train.seed)
+        self.data_ = LoopData(labeled, pool, labeled.subset(tr), labeled.subset(va), test)
+        self.policy_ = create_policy(self.loop.policy, threshold=self.loop.threshold,
+                                     n_classes=len(labeled.classes), n_unlabeled=len(pool),
+                                     warmup=self.loop.flex_warmup, floor=self.loop.flex_floor,
+                                     n_trials=self.loop.n_trials, start=self.loop.growth_start)
+        self.guards_ = create_guards(self.loop)
+        self.state_ = LoopState.empty(self.data_, self.train.seed, fingerprint(self.data_, self.train, self.loop))
+        self.state_.policy = self.policy_.state_dict()
+
+    def _fit_guards(self) -> None:
+        """Every rank fits the guards (their embedding is collective); rank 0's state is kept."""
+        ctx = GuardContext(self.data_, self.train, self.cache, self.progress)
+        for guard in self.guards_:
+            guard.fit(ctx)
+            guard.load_state_dict(distributed.broadcast(guard.state_dict()))
+        self._sync_guards()
+
+    def _run_trials(self, reopened: bool = False) -> None:
+        """Trials after the last completed one (all of them on a fresh run) until a stop or the budget;
+        `reopened`: a review came in, so a run that had stopped goes on."""
+        state = self.state_
+        if state.history and state.history[-1]["stop"] and not reopened:  # a resumed run that had already stopped
+            state.termination_reason = state.history[-1]["stop"]
             return
-        for trial in range(self.n_trials_ + 1, self.loop.n_trials + 1):
+        for trial in range(state.n_trials + 1, self.loop.n_trials + 1):
             record = self._trial(trial)
-            self.n_trials_ = trial
-            self.history_.append(record)
+            state.n_trials = trial
+            state.history.append(record)
             for cb in self.callbacks:
-                cb(record, self)
+                cb(record, state)
             if record["stop"]:
-                self.termination_reason_ = record["stop"]
+                state.termination_reason = record["stop"]
                 break
 
-    @property
-    def labeled_trial_(self) -> np.ndarray:
-        return np.concatenate([np.zeros(len(self.labeled_), np.int64), self.accepted_trial_])
-
-    def _fit_ood_guard(self) -> None:
-        """Score the pool against the human labels in the pretrained backbone's space (in head mode
-        the features the head trains on, so no extra backbone pass)."""
-        n = len(self.unlabeled_)
-        self.ood_score_, self.ood_refused_, self.ood_ = np.full(n, np.nan, np.float32), np.zeros(n, bool), None
-        if not self.loop.ood_guard or n == 0:
-            return
-        t = self.train
-        embed = Embedder(t.model, weights=t.weights, img_size=t.img_size, cache=self.cache, runtime=t.runtime,
-                         batch_size=t.batch_size, workers=t.workers, progress=self.progress)
-        ref = embed(self.labeled_)
-        crash_point("extract", 0)
-        main = distributed.is_main()
-        self.ood_ = KnnOOD(self.loop.ood_k, self.loop.ood_tpr).fit(ref.feats[ref.ok]) if main else None
-        ok = np.zeros(n, bool)
-        for rows, chunk in self.unlabeled_.chunks():  # one chunk of the pool's features in memory at a time
-            pool = embed(chunk)
-            ok[rows] = pool.ok
-            if main:
-                self.ood_score_[rows[pool.ok]] = self.ood_.score(pool.feats[pool.ok])
-        if main:
-            self.ood_refused_ = ok & self.ood_.refuse(np.nan_to_num(self.ood_score_))
-        self.ood_score_, self.ood_refused_ = distributed.broadcast((self.ood_score_, self.ood_refused_))
-        if not main:
-            return
-        _logger.info("out-of-class guard: %d of %d pool images refused (threshold %.4f, k=%d)",
-                     int(self.ood_refused_.sum()), n, self.ood_.threshold_, self.ood_.k_)
+    def _n_human(self) -> int:
+        """Human labels a fit trains on: the user's training split and the reviewed pool images."""
+        return len(self.data_.train_human) + len(reviewed_rows(self.state_))
 
     def _fit_current(self, trial: int | None) -> FitResult:
-        acc = np.flatnonzero(self.pseudo_labels_ >= 0)
-        pseudo = self.unlabeled_.subset(acc).with_labels(self.pseudo_labels_[acc], self.classes_)
-        train = self.train_human_.concat(pseudo)
-        strong = np.r_[np.zeros(len(self.train_human_), bool), np.ones(len(acc), bool)]
-        weight = np.ones(len(train), np.float32)
-        if self.loop.confidence_weight:
-            weight[len(self.train_human_):] = self.confidence_[acc]
-        result = fit(self.train, train, self.val_, self.cache, strong=strong, sample_weight=weight,
+        data, state = self.data_, self.state_
+        train, strong, weight = training_set(data, state, self.loop.confidence_weight)
+        result = fit(self.train, train, data.val, self.cache, strong=strong, sample_weight=weight,
                      progress=self.progress, on_epoch=self._epoch_hook(trial))
-        self.skipped_ += result.skipped
+        state.skipped += result.skipped
         return result
 
     def _epoch_hook(self, trial: int | None) -> EpochCallback:
         def on_epoch(record: dict) -> None:
-            crash_point("train", trial)
+            hooks.reached("train", trial)
             for cb in self.epoch_callbacks:
                 cb({**record, "trial": trial})
 
@@ -165,80 +181,111 @@ class PseudoLabeler:
     def _trial(self, trial: int) -> dict:
         result = self._fit_current(trial)
         views = self.loop.weak_views
-        pred = predict(result.model, self.unlabeled_, result.data_cfg, self.cache,
-                       kind="eval" if views == 1 else "weak", n_views=views, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers, progress=self.progress,
-                       tail_blocks=self.train.tail_blocks)
-        self.skipped_ += pred.skipped
+        pred = result.predict_probs(self.data_.pool, self.cache, kind="eval" if views == 1 else "weak",
+                                    n_views=views, progress=self.progress)
+        self.state_.skipped += pred.skipped
         test_accuracy = self._accuracy(self._test_predictions(result))
-        record = self._decide(trial, result, pred) if distributed.is_main() else None
+        probs = self._calibrate(pred.probs)
+        record = self._decide(trial, result, probs, pred) if distributed.is_main() else None
         if record is not None:
-            record["test_accuracy"] = test_accuracy
-        shared = distributed.broadcast((record, self.pseudo_labels_, self.confidence_, self.accepted_trial_))
-        record, self.pseudo_labels_, self.confidence_, self.accepted_trial_ = shared
+            record.update(test_accuracy=test_accuracy, **self.state_.calibration)
+        state = self.state_
+        shared = distributed.broadcast((record, state.labels, state.confidence, state.accepted_trial, state.policy))
+        record, state.labels, state.confidence, state.accepted_trial, state.policy = shared
         return record
 
-    def _decide(self, trial: int, result: FitResult, pred) -> dict:
-        """Rank 0's part of a trial: thresholds, guards, the new labels and the trial's record."""
-        probs = np.where(pred.ok[:, None], pred.probs, 0.0)
-        conf, guess = probs.max(axis=1), probs.argmax(axis=1)
-        self.policy_.update(probs)
-        tau = self.policy_.thresholds()
-        confident = pred.ok & (conf >= tau[guess])
-        accept = confident & ~self.ood_refused_
-        human_counts = np.bincount(self.labeled_.labels, minlength=len(self.classes_))
-        accept = balance_cap(accept, guess, conf, human_counts, self.loop.balance)
-        before = self.pseudo_labels_.copy()
-        self._apply(trial, accept, guess, conf)
-        self.trial_prediction_ = {"guess": guess, "confidence": conf, "accepted": accept,
-                                  "threshold": tau[guess], "ok": pred.ok}
-        record = self._record(trial, result, before, accept, tau, conf, pred.skipped)
-        record["refused_ood"] = int((confident & self.ood_refused_).sum())
-        return record
+    def _calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """`probs` scaled by the run's temperature. The first trial fits it on cross-validated human
+        labels (every rank fits the fold heads: fitting is collective), and its calibrated
+        probabilities, from a head that saw human labels only, become the reference."""
+        state = self.state_
+        if not state.calibration:
+            temperature, cv_accuracy = 1.0, None
+            if self.loop.calibration == "cv":
+                temperature, cv_accuracy = cv_temperature(self.train, self.data_.labeled, self.cache,
+                                                          self.loop.calibration_folds)
+            state.calibration = {"temperature": temperature, "cv_accuracy": cv_accuracy}
+        probs = scale_probs(probs, state.calibration["temperature"])
+        if state.reference is None:
+            state.reference = probs
+        return probs
+
+    def _decide(self, trial: int, result: FitResult, probs: np.ndarray, pred) -> dict:
+        """Rank 0's part of a trial: the per-image decision, the new labels and the trial's record."""
+        state = self.state_
+        decision, tau, notes = decide(probs, pred.ok, self.policy_, self.guards_, self.loop.target_precision,
+                                      state.reference)
+        before = state.labels.copy()
+        state.apply(trial, decision.accepted, decision.guess, decision.confidence, self.loop.sticky)
+        state.prediction, state.policy = decision, self.policy_.state_dict()
+        return {**self._record(trial, result, before, tau, pred.skipped), **notes}
+
+    def _excluded(self) -> np.ndarray:
+        """Pool images some guard will never let through (for example refused as out-of-class)."""
+        out = np.zeros(len(self.data_.pool), bool)
+        for guard in self.guards_:
+            out |= guard.excluded
+        return out
 
     def _test_predictions(self, result: FitResult) -> np.ndarray | None:
-        if self.test_ is None or len(self.test_) == 0:
+        test = self.data_.test
+        if test is None or len(test) == 0:
             return None
-        pred = predict(result.model, self.test_, result.data_cfg, self.cache, runtime=self.train.runtime,
-                       batch_size=self.train.batch_size, workers=self.train.workers,
-                       tail_blocks=self.train.tail_blocks)
-        return np.where(pred.ok, pred.probs.argmax(1), UNLABELED)
+        return result.predict(test, self.cache)
 
     def _accuracy(self, test_pred: np.ndarray | None) -> float | None:
         if test_pred is None:
             return None
         ok = test_pred >= 0
-        return float((test_pred[ok] == self.test_.labels[ok]).mean())
+        return float((test_pred[ok] == self.data_.test.labels[ok]).mean())
 
-    def _apply(self, trial: int, accept, guess, conf) -> None:
-        if self.loop.sticky:
-            new = accept & (self.pseudo_labels_ < 0)
-            self.pseudo_labels_[new] = guess[new]
-        else:
-            self.pseudo_labels_ = np.where(accept, guess, UNLABELED)
-        changed = (self.pseudo_labels_ >= 0) & (self.accepted_trial_ < 0)
-        self.accepted_trial_[changed] = trial
-        self.accepted_trial_[self.pseudo_labels_ < 0] = -1
-        self.confidence_ = conf.astype(np.float32)
-
-    def _record(self, trial, result, before, accept, tau, conf, skipped) -> dict:
-        now = self.pseudo_labels_
+    def _record(self, trial, result, before, tau, skipped) -> dict:
+        now, conf = self.state_.labels, self.state_.confidence
         newly = int(((now >= 0) & (before < 0)).sum())
         n_acc = int((now >= 0).sum())
-        if n_acc == int((~self.ood_refused_).sum()) and len(now):
-            stop = "all_labeled"
-        elif trial > 1 and np.array_equal(now, before):
-            stop = "no_change"
-        elif newly == 0:
-            stop = "nothing_new"
-        else:
-            stop = None
+        est, est_per_class = self.state_.estimated_precision()
+        stop = _stop_reason(trial, now, before, newly, self._excluded())
         if stop in ("nothing_new", "no_change"):
             _logger.info(NOTHING_MORE)
         return {"trial": trial, "accepted": n_acc, "newly_accepted": newly,
                 "dropped": int(((before >= 0) & (now < 0)).sum()),
                 "coverage": n_acc / max(len(now), 1), "mean_confidence": float(conf[now >= 0].mean()) if n_acc else 0.0,
-                "thresholds": {c: float(t) for c, t in zip(self.classes_, tau)},
+                "thresholds": {c: float(t) for c, t in zip(self.data_.classes, tau)},
+                "estimated_precision": est,
+                "estimated_precision_per_class": est_per_class,
                 "val_accuracy": result.best.get("val_accuracy"), "val_macro_f1": result.best.get("val_macro_f1"),
-                "train_size": len(self.train_human_) + int((before >= 0).sum()),
+                "train_size": self._n_human() + int((before >= 0).sum()),
                 "skipped": len(skipped), "stop": stop}
+
+    # -- scikit-learn style fitted attributes, read from the state -----------------------------
+    pseudo_labels_ = property(lambda self: self.state_.labels)
+    confidence_ = property(lambda self: self.state_.confidence)
+    accepted_trial_ = property(lambda self: self.state_.accepted_trial)
+    n_trials_ = property(lambda self: self.state_.n_trials)
+    termination_reason_ = property(lambda self: self.state_.termination_reason)
+    history_ = property(lambda self: self.state_.history)
+    skipped_ = property(lambda self: self.state_.skipped)
+    model_ = property(lambda self: self.state_.model)
+    test_pred_ = property(lambda self: self.state_.test_pred)
+    test_accuracy_ = property(lambda self: self.state_.test_accuracy)
+    ood_score_ = property(lambda self: self.state_.columns["ood_score"])
+    ood_refused_ = property(lambda self: self.state_.columns["ood_refused"])
+    ood_ = property(lambda self: next((g for g in self.guards_ if g.name == "ood" and g.summary_), None))
+    labeled_ = property(lambda self: self.data_.labeled)
+    unlabeled_ = property(lambda self: self.data_.pool)
+    classes_ = property(lambda self: self.data_.classes)
+
+    @property
+    def labeled_trial_(self) -> np.ndarray:
+        return np.concatenate([np.zeros(len(self.data_.labeled), np.int64), self.state_.accepted_trial])
+
+
+def _stop_reason(trial: int, now: np.ndarray, before: np.ndarray, newly: int, excluded: np.ndarray) -> str | None:
+    """Why the loop stops after this trial, or None to go on."""
+    if int((now >= 0).sum()) == int((~excluded).sum()) and len(now):
+        return "all_labeled"
+    if trial > 1 and np.array_equal(now, before):
+        return "no_change"
+    if newly == 0:
+        return "nothing_new"
+    return None

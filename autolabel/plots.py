@@ -1,8 +1,9 @@
 """The pictures a run leaves next to its dataset (and logs to MLflow):
 
     confusion_matrix.png  the final model on the test split (else on the validation split)
+    rotation_confusion.png  with aux_rotation: the final fit's rotation head on the validation split
     gallery.png           per class, the 8 most and the 8 least confident accepted pseudo-labels
-    thresholds.png        each class's acceptance threshold over the trials
+    thresholds.png        each class's acceptance threshold over the trials, as applied
 """
 from __future__ import annotations
 
@@ -12,53 +13,52 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
+from autolabel.state import LoopState
 from classification.fileio import atomic_path, write_figure
 from classification.images import BadImage, decode
 from classification.metrics import confusion_png
+from classification.train.rotation import rotation_png
 
 _logger = logging.getLogger(__name__)
 
 THUMB, PAD, LABEL_W, TEXT_H, GAP = 64, 4, 110, 12, 16  # gallery layout, pixels
 
 
-def write_pictures(labeler, out: str | Path) -> list[Path]:
-    """Write the pictures a fitted `PseudoLabeler` supports into `out`; returns their paths."""
+def write_pictures(state: LoopState, out: str | Path, cache) -> list[Path]:
+    """Write the pictures a finished run's `LoopState` supports into `out`; returns their paths."""
     out = Path(out)
     written = []
-    confusion = confusion_matrix(labeler, out / "confusion_matrix.png")
+    confusion = confusion_matrix(state, out / "confusion_matrix.png", cache)
     if confusion:
         written.append(confusion)
-    acc = np.flatnonzero(labeler.pseudo_labels_ >= 0)
+    rotation = rotation_png(state.model.best, out / "rotation_confusion.png") if state.model else None
+    if rotation:
+        written.append(rotation)
+    acc = state.accepted
     if len(acc):
-        written.append(gallery_png([labeler.unlabeled_.paths[i] for i in acc], labeler.pseudo_labels_[acc],
-                                   labeler.confidence_[acc], labeler.classes_, out / "gallery.png"))
-    if labeler.history_:
-        written.append(thresholds_png(labeler.history_, labeler.classes_, out / "thresholds.png"))
+        written.append(gallery_png([state.data.pool.paths[i] for i in acc], state.labels[acc],
+                                   state.confidence[acc], state.data.classes, out / "gallery.png"))
+    if state.history:
+        written.append(thresholds_png(state.history, state.data.classes, out / "thresholds.png", state.policy))
     return written
 
 
-def confusion_matrix(labeler, path: Path) -> Path | None:
+def confusion_matrix(state: LoopState, path: Path, cache) -> Path | None:
     """The final model's confusion on the test split, or on the human validation split when no
     test split was given (in head mode with refit the final model has also trained on it)."""
-    if labeler.test_pred_ is not None:
-        y_true, y_pred, title = labeler.test_.labels, labeler.test_pred_, "Test split"
-    elif len(labeler.val_):
-        y_true, y_pred = labeler.val_.labels, _predict(labeler, labeler.val_)
-        seen = labeler.train.refit and labeler.model_.mode == "head"
+    data = state.data
+    if state.test_pred is not None:
+        y_true, y_pred, title = data.test.labels, state.test_pred, "Test split"
+    elif len(data.val):
+        y_true, y_pred = data.val.labels, state.model.predict(data.val, cache)
+        seen = state.model.cfg.refit and state.model.mode == "head"
         title = "Validation split (seen by the refit)" if seen else "Validation split"
     else:
         return None
     ok = y_pred >= 0
-    return confusion_png(y_true[ok], y_pred[ok], labeler.classes_, path, title=title)
+    return confusion_png(y_true[ok], y_pred[ok], data.classes, path, title=title)
 
 
-def _predict(labeler, images) -> np.ndarray:
-    from classification.inference import predict
-
-    t, model = labeler.train, labeler.model_
-    pred = predict(model.model, images, model.data_cfg, labeler.cache, runtime=t.runtime,
-                   batch_size=t.batch_size, workers=t.workers, tail_blocks=t.tail_blocks)
-    return np.where(pred.ok, pred.probs.argmax(1), -1)
 
 
 def gallery_png(paths: list[str], labels: np.ndarray, confidence: np.ndarray, classes: list[str],
@@ -104,8 +104,10 @@ def _thumbnail(path: str) -> Image.Image:
     return tile
 
 
-def thresholds_png(history: list[dict], classes: list[str], path: str | Path) -> Path:
-    """Per-class thresholds (the policy's tau_c) against the trial number."""
+def thresholds_png(history: list[dict], classes: list[str], path: str | Path, policy: dict | None = None) -> Path:
+    """Per-class thresholds as applied (the policy's tau_c, raised by a target precision's bars)
+    against the trial number; with `policy` (its state_dict), flexmatch's tau and its floor
+    flex_floor * tau as dashed lines, so a bar sitting on the floor reads as such."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -117,11 +119,15 @@ def thresholds_png(history: list[dict], classes: list[str], path: str | Path) ->
     for c, name in enumerate(classes):
         ax.plot(trials, [r["thresholds"][name] for r in history], marker="o", label=name,
                 color=cmap(c % cmap.N))
+    policy = policy or {}
+    if "warmup" in policy:  # flexmatch
+        ax.axhline(policy["threshold"], color="grey", ls="--", lw=1, label="tau (--threshold)")
+        ax.axhline(policy["floor"] * policy["threshold"], color="grey", ls=":", lw=1, label="floor")
     ax.set_xlabel("trial")
-    ax.set_ylabel("threshold")
+    ax.set_ylabel("threshold applied")
     ax.set_ylim(0, 1.02)
     ax.set_xticks(trials)
-    ax.set_title("Per-class acceptance thresholds")
+    ax.set_title("Per-class acceptance thresholds (as applied)")
     if len(classes) <= 30:
         ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     return write_figure(path, fig)

@@ -2,6 +2,17 @@
 
 Each policy is one small class with `update(probs)`, `thresholds() -> (C,)` and
 `state_dict()/load_state_dict()`; its state is saved with the run. Register new ones in `POLICIES`.
+`update` is called once per trial with the pool's (calibrated) probabilities, all-zero rows for
+undecodable images; `autolabel.decision.decide` then accepts an image when its confidence reaches
+its predicted class's threshold. A rule that selects by rank (`growth`) states its choice as the
+per-class thresholds that make it, so the decision, the trial CSVs, the printed and the plotted
+thresholds are the ones applied.
+
+What `threshold` (tau, `--threshold`) means under each policy:
+    fixed      the bar of every class; default 0.8
+    flexmatch  the top of the class-wise bars: tau_c = tau * beta_c / (2 - beta_c), never below
+               flex_floor * tau (0.4 with the defaults); default 0.8
+    growth     a confidence floor under the rank bars (unset: none)
 """
 from __future__ import annotations
 
@@ -9,14 +20,17 @@ import numpy as np
 
 from classification.errors import InputError
 
+DEFAULT_THRESHOLD = 0.8  # tau of fixed and flexmatch when none is given
+
 
 class FixedThreshold:
     """Accept a prediction when its confidence is at least tau, for every class."""
 
     name = "fixed"
 
-    def __init__(self, threshold: float, n_classes: int, n_unlabeled: int, **_):
-        self.threshold, self.n_classes = threshold, n_classes
+    def __init__(self, threshold: float | None, n_classes: int, n_unlabeled: int, **_):
+        self.threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        self.n_classes = n_classes
 
     def update(self, probs: np.ndarray) -> None:
         pass
@@ -46,9 +60,10 @@ class FlexMatchThreshold:
 
     name = "flexmatch"
 
-    def __init__(self, threshold: float, n_classes: int, n_unlabeled: int, warmup: bool = True,
+    def __init__(self, threshold: float | None, n_classes: int, n_unlabeled: int, warmup: bool = True,
                  floor: float = 0.5, **_):
-        self.threshold, self.n_classes, self.warmup, self.floor = threshold, n_classes, warmup, floor
+        self.threshold = DEFAULT_THRESHOLD if threshold is None else threshold
+        self.n_classes, self.warmup, self.floor = n_classes, warmup, floor
         self.selected = np.full(n_unlabeled, -1, np.int64)  # latest confident class, -1 = unused
 
     def update(self, probs: np.ndarray) -> None:
@@ -78,7 +93,63 @@ class FlexMatchThreshold:
         self.selected = np.asarray(state["selected"], np.int64)
 
 
-POLICIES = {"fixed": FixedThreshold, "flexmatch": FlexMatchThreshold}
+class ClassBalancedGrowth:
+    """A curriculum: trial t accepts, in every predicted class, its most confident images up to a
+    quota of r_t x (decodable pool) / C, r_t growing linearly from `start` at trial 1 to 1 at the
+    last trial (`n_trials`): then every class may take an equal share, the whole pool when the
+    classes are of equal size.
+
+    Ranking within each class keeps the classes in step: a global confidence bar lets the few
+    classes the head already knows swallow the pool while the hard ones get nothing, and the
+    pseudo-labels then teach the head those few classes even better. Starting small gives the
+    next trials' heads the labels that are most likely right first. The quota assumes classes of
+    about equal size in the pool; the class-balance guard bounds them anyway.
+
+    The choice is stated as thresholds: tau_c = the confidence of class c's last image within its
+    quota (1.0 when nothing is predicted c), raised to `threshold` when one is given.
+    """
+
+    name = "growth"
+
+    def __init__(self, threshold: float | None, n_classes: int, n_unlabeled: int, n_trials: int = 10,
+                 start: float = 0.1, **_):
+        self.floor = 0.0 if threshold is None else threshold
+        self.n_classes, self.n_trials, self.start = n_classes, max(n_trials, 1), start
+        self.trial = 0  # updates seen so far: the trial being decided
+        self.bars = np.ones(n_classes)
+
+    def fraction(self, trial: int) -> float:
+        """r_t: the share of the pool accepted at `trial` (1-based)."""
+        if self.n_trials <= 1:
+            return 1.0
+        return min(1.0, self.start + (1.0 - self.start) * (trial - 1) / (self.n_trials - 1))
+
+    def update(self, probs: np.ndarray) -> None:
+        assert probs.ndim == 2 and probs.shape[1] == self.n_classes, probs.shape
+        self.trial += 1
+        ok = probs.sum(axis=1) > 0
+        conf, guess = probs.max(axis=1), probs.argmax(axis=1)
+        quota = int(np.ceil(self.fraction(self.trial) * ok.sum() / self.n_classes))
+        bars = np.ones(self.n_classes)
+        for c in range(self.n_classes):
+            ranked = np.sort(conf[ok & (guess == c)])[::-1]
+            if len(ranked) and quota > 0:
+                bars[c] = ranked[min(quota, len(ranked)) - 1]
+        self.bars = np.maximum(bars, self.floor)
+
+    def thresholds(self) -> np.ndarray:
+        return self.bars.copy()
+
+    def state_dict(self) -> dict:
+        return {"floor": self.floor, "n_trials": self.n_trials, "start": self.start, "trial": self.trial,
+                "bars": self.bars.tolist()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.floor, self.n_trials, self.start = state["floor"], state["n_trials"], state["start"]
+        self.trial, self.bars = state["trial"], np.asarray(state["bars"], float)
+
+
+POLICIES = {"fixed": FixedThreshold, "flexmatch": FlexMatchThreshold, "growth": ClassBalancedGrowth}
 
 
 def create_policy(name: str, **kwargs):

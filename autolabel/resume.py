@@ -1,91 +1,44 @@
-"""Crash safety: what a run saves after every trial (`state.json`), how `autolabel --resume DIR`
-reads it back, and the fault-injection hook the tests kill runs with.
+"""Crash safety: how `autolabel --resume DIR` finds a run's saved settings and state, checks that
+they still describe the same images and settings, and clears what a killed run left half-done.
 
 state.json is a trial's commit point: `RunWriter` writes it last, after the trial's CSV,
 dataset.csv and metrics.json. A run killed anywhere resumes after the last trial whose state.json
-reached the disk and redoes whatever came after it, writing the same bytes again.
+reached the disk and redoes whatever came after it, writing the same bytes again. What state.json
+holds is `autolabel.state.LoopState`; the loop restores itself from it (`load_state_dict`).
 
-No random-number state is saved because none carries over between trials: every fit reseeds from
-`train.seed` (`classification.engine.fit` calls `seed_everything`; the split, the head's
-generators and the DataLoader seeds derive from it; augmentation seeds from image content and
-view), and feature extraction gives the same values whatever the batch. So trial i + 1 depends
-only on the accepted labels, their confidences and the threshold policy's state after trial i;
-the seed is stored for the record.
+Nothing damaged is used: state.json carries the SHA-256 of its own content and of the files the
+run committed (`RunWriter`). A damaged state.json is refused. A committed trial CSV that is
+missing or damaged is refused too (a past trial's predictions are not kept to write it again);
+a finished run whose dataset.csv, metrics.json or checkpoint is damaged redoes its final fit,
+which writes them again. A state.json written before digests existed is read unchecked.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
+import logging
 from pathlib import Path
 
-import numpy as np
-import yaml
+from classification.digest import damaged, seal_ok
+from classification.errors import InputError, brief, first_line
+from classification.yamlfile import read_yaml
 
-from classification.errors import InputError, first_line
-
-FORMAT = 1
-CRASH_ENV = "AUTOLABEL_CRASH_AT"
-
-
-def crash_point(name: str, trial: int) -> None:
-    """Fault injection for tests: with AUTOLABEL_CRASH_AT=<name>:<trial> set, the process SIGKILLs
-    itself here, as a power cut or the OOM killer would. Points: extract:0 (the labelled images'
-    features are cached, the pool's not yet), train:<i> (after trial i's first epoch), commit:<i>
-    (trial i's CSV, dataset.csv and metrics.json written, its state.json not), final:<n> (every
-    trial committed, the final fit not done)."""
-    if os.environ.get(CRASH_ENV) == f"{name}:{trial}":
-        os.kill(os.getpid(), signal.SIGKILL)
+_logger = logging.getLogger(__name__)
+FINAL = ("dataset.csv", "metrics.json", "checkpoint/model.pt")  # what the final fit writes
 
 
-def fingerprint(labeler) -> str:
+def fingerprint(data, train, loop) -> str:
     """A digest of everything a run's labels depend on: settings, classes, and every image's path,
     content hash and human label (test images too: they feed the trial records)."""
-    test = labeler.test_
-    parts = {"train": labeler.train.to_dict(), "loop": labeler.loop.to_dict(), "classes": labeler.classes_,
-             "labeled": [labeler.labeled_.paths, labeler.labeled_.hashes, labeler.labeled_.labels.tolist()],
-             "pool": [labeler.unlabeled_.paths, labeler.unlabeled_.hashes],
+    test = data.test
+    # not the trial budget: it says how many trials run, not what any of them does, and
+    # `--resume --reviewed` may raise it (autolabel.review.feedback)
+    loop = {k: v for k, v in loop.to_dict().items() if k != "n_trials"}
+    parts = {"train": train.to_dict(), "loop": loop, "classes": data.classes,
+             "labeled": [data.labeled.paths, data.labeled.hashes, data.labeled.labels.tolist()],
+             "pool": [data.pool.paths, data.pool.hashes],
              "test": None if test is None else [test.paths, test.hashes, test.labels.tolist()]}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def run_state(labeler, finished: bool = False, **extra) -> dict:
-    """The JSON state after the last completed trial; `extra` (MLflow run id, cache folder) rides along."""
-    return {"format": FORMAT, "trial": labeler.n_trials_, "finished": finished,
-            "fingerprint": labeler.fingerprint_, "seed": labeler.train.seed,
-            "pseudo_labels": labeler.pseudo_labels_.tolist(), "accepted_trial": labeler.accepted_trial_.tolist(),
-            "confidence": labeler.confidence_.tolist(), "policy": labeler.policy_.state_dict(),
-            "history": labeler.history_, "termination_reason": labeler.termination_reason_,
-            "ood_guard": labeler.ood_.state_dict() if labeler.ood_ else None,
-            "ood_score": labeler.ood_score_.tolist(), "ood_refused": labeler.ood_refused_.tolist(), **extra}
-
-
-def restore_state(labeler, state: dict) -> None:
-    """Put a prepared labeler (data loaded, policy created) back where `state` left it."""
-    if state.get("format") != FORMAT or state.get("fingerprint") != labeler.fingerprint_:
-        raise InputError("--resume: the images or settings differ from the ones the run started with "
-                         "(fingerprint mismatch); resume with the same inputs, or start a new run")
-    labeler.pseudo_labels_ = np.asarray(state["pseudo_labels"], np.int64)
-    labeler.accepted_trial_ = np.asarray(state["accepted_trial"], np.int64)
-    labeler.confidence_ = np.asarray(state["confidence"], np.float32)
-    labeler.policy_.load_state_dict(state["policy"])
-    labeler.history_, labeler.n_trials_ = list(state["history"]), int(state["trial"])
-    labeler.ood_score_ = np.asarray(state["ood_score"], np.float32)
-    labeler.ood_refused_ = np.asarray(state["ood_refused"], bool)
-    labeler.ood_ = SavedGuard(state["ood_guard"]) if state["ood_guard"] else None
-
-
-class SavedGuard:
-    """The out-of-class guard as state.json keeps it: its pool scores are restored with it, so
-    only its summary (threshold, k) is needed, not the labelled embeddings it was fitted on."""
-
-    def __init__(self, state: dict):
-        self._state = dict(state)
-        self.threshold_, self.k_ = state["threshold"], state["k"]
-
-    def state_dict(self) -> dict:
-        return dict(self._state)
 
 
 def read_run(folder: Path) -> tuple[dict, dict | None]:
@@ -93,20 +46,48 @@ def read_run(folder: Path) -> tuple[dict, dict | None]:
     if not (folder / "config.yaml").is_file():
         raise InputError(f"--resume {folder}: no run there (no config.yaml); start one with --out {folder}")
     try:
-        config = yaml.safe_load((folder / "config.yaml").read_text())
+        config = read_yaml(folder / "config.yaml", "the run's config")
         state = json.loads((folder / "state.json").read_text()) if (folder / "state.json").is_file() else None
-    except (OSError, ValueError, yaml.YAMLError) as e:
+    except (OSError, ValueError) as e:
         raise InputError(f"--resume {folder}: cannot read the saved run: {first_line(e)}") from None
     if not isinstance(config, dict) or not {"train", "loop", "data"} <= set(config):
         raise InputError(f"--resume {folder}: config.yaml lacks the train/loop/data sections of a run")
+    if state is not None and (not isinstance(state, dict) or seal_ok(state) is False):
+        raise InputError(f"--resume {folder}: state.json is damaged (its SHA-256 does not match its content); "
+                         f"the run cannot go on from it: start a new run with another --out")
     return config, state
+
+
+def verified(folder: Path, state: dict | None) -> dict | None:
+    """`state`, once the outputs it committed are checked: a trial CSV that is missing or damaged
+    is refused; a finished run with a damaged final output (`FINAL`) is reopened, with one warning,
+    so that its final fit is redone. A state.json without digests is only checked for the final
+    outputs being there. (An unfinished run's dataset.csv and metrics.json may be a killed trial's
+    newer ones: they are written again.)"""
+    if state is None:
+        return None
+    outputs = state.get("outputs") if isinstance(state.get("outputs"), dict) else None
+    bad = damaged(folder, outputs) if outputs is not None else [n for n in FINAL if not (folder / n).is_file()]
+    lost = [name for name in bad if name not in FINAL]
+    if lost:
+        raise InputError(f"--resume {folder}: {lost[0]} is damaged or missing (its SHA-256 does not match "
+                         "state.json) and cannot be written again; restore it, or start a new run with another --out")
+    if bad and state.get("finished"):
+        _logger.warning("%s: %s damaged or missing; redoing the final fit to write %s again",
+                        folder, ", ".join(bad), "it" if len(bad) == 1 else "them")
+        return {**state, "finished": False}
+    return state
 
 
 def config_changes(saved: dict, requested: dict) -> list[str]:
     """'section.key <saved>, not <requested>' for every setting that differs."""
-    return [f"{section}.{key} {saved[section].get(key)!r}, not {value!r}"
+    return [f"{section}.{key} {_shown(saved[section].get(key))}, not {_shown(value)}"
             for section in ("train", "loop", "data") for key, value in requested[section].items()
             if saved[section].get(key) != value]
+
+
+def _shown(value) -> str:
+    return "unset" if value is None else brief(value)
 
 
 def clean_after(folder: Path, trial: int) -> None:

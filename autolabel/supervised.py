@@ -1,4 +1,4 @@
-"""Supervised training and prediction jobs behind `autolabel train` and `autolabel predict`."""
+"""Supervised jobs behind `autolabel train`, `autolabel predict` and `autolabel lr-find`."""
 from __future__ import annotations
 
 import logging
@@ -15,7 +15,9 @@ from classification.engine import fit
 from classification.fileio import write_csv, write_json
 from classification.folds import cross_validate, score_images, summarize
 from classification.inference import predict
+from classification.lr_find import lr_find, lr_find_png
 from classification.metrics import confusion_png, report
+from classification.train.rotation import rotation_png
 
 _logger = logging.getLogger(__name__)
 
@@ -24,7 +26,8 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
                      test: str | Path | None = None, progress: bool = False) -> dict:
     """Split human labels, fit, evaluate on validation (and `test`), and write a checkpoint folder.
 
-    Writes model.pt, classes.json, config.json, metrics.json and confusion_matrix.png to `out`.
+    Writes model.pt, classes.json, config.json, metrics.json and confusion_matrix.png to `out`
+    (with aux_rotation also rotation_confusion.png; its numbers are in metrics.json's best_epoch).
     """
     labeled = load_labeled(data_clean)
     train_idx, val_idx = stratified_split(labeled.labels, cfg.val_fraction, cfg.seed)
@@ -37,10 +40,11 @@ def train_supervised(data_clean: str | Path, out: str | Path, cfg: TrainConfig, 
     target = load_labeled(test, classes=labeled.classes) if test else labeled.subset(val_idx)
     name = "test" if test else "val"
     if len(target):
-        target_scores, y_true, y_pred = score_images(result, target, cfg, cache, progress)
+        target_scores, y_true, y_pred = score_images(result, target, cache, progress)
         metrics[name] = {**target_scores, "report": report(y_true, y_pred, labeled.classes)}
         confusion_png(y_true, y_pred, labeled.classes, out / "confusion_matrix.png",
                       title=f"Confusion matrix ({name})")
+    rotation_png(result.best, out / "rotation_confusion.png")
     write_json(out / "metrics.json", metrics)
     return metrics
 
@@ -92,6 +96,20 @@ def predict_to_csv(checkpoint: str | Path, images: str | Path, out_csv: str | Pa
         frame[f"prob_{c}"] = probs[:, i] if len(probs) else []
     write_csv(out_csv, frame)
     return frame, pool.skipped + pred.skipped
+
+
+def lr_find_job(data_clean: str | Path, out: str | Path, cfg: TrainConfig, cache: FeatureCache,
+                sweep: tuple[float, float, int], progress: bool = False) -> tuple[dict, list[tuple[str, str]]]:
+    """The learning-rate range test of the head on `data_clean`, `sweep` = (start, end, steps):
+    writes lr_find.json (the record returned) and lr_find.png; also returns the files skipped."""
+    start, end, steps = sweep
+    labeled = load_labeled(data_clean)
+    result = lr_find(cfg, labeled, cache, start=start, end=end, steps=steps, progress=progress)
+    record = {"data_clean": str(data_clean), "start": start, "end": end, "steps": steps,
+              "n_images": len(labeled), "config": cfg.to_dict(), **result.to_dict()}
+    write_json(Path(out) / "lr_find.json", record)
+    lr_find_png(result, Path(out) / "lr_find.png")
+    return record, labeled.skipped + result.skipped
 
 
 def _image_source(images: str | Path) -> ImageSet:

@@ -1,15 +1,14 @@
 """Where MLflow tracking goes: the tracking URI (MLflow 3's embedded sqlite default spelled out),
-a fast probe of a server, the experiment and its artifact location, UI links."""
+a fast probe of a server, the experiment and its artifact location, UI links. The client that
+logs there is autolabel.tracking_client."""
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import re
 from pathlib import Path
 
-from classification.errors import first_line
-
+DEFAULT_EXPERIMENT = "autolabel"  # every command tracks into it unless --experiment says otherwise
 # A server that dies mid-run must cost seconds, not MLflow's default 7 retries x 120 s timeouts.
 HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 PROBE_TIMEOUT = 3.0     # seconds to wait on a server's /health before giving up on it
@@ -58,7 +57,7 @@ def ensure_experiment(client, name: str, tracking_uri: str | None = None) -> str
 
 
 @contextlib.contextmanager
-def _env(**values: str):
+def env(**values: str):
     """Set environment variables for the duration of a block."""
     old = {k: os.environ.get(k) for k in values}
     os.environ.update(values)
@@ -70,54 +69,3 @@ def _env(**values: str):
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-class WarnOnce:
-    """The rule every tracker follows: the first MLflow error (server down, store unreadable, ...)
-    is one warning, tracking is off from then on and the command carries on; the runs it had
-    open are marked FAILED, best effort, so they do not look RUNNING forever."""
-
-    active: bool = False
-    client = tracking_uri = experiment = experiment_id = run_id = None
-
-    def describe(self) -> str | None:
-        """Where the (parent) run went, for the CLI's last line; None when tracking is off."""
-        if not self.run_id or not self.active:
-            return None
-        if is_http(self.tracking_uri):
-            return f"tracked in MLflow: {runs_url(self.tracking_uri, self.experiment_id, self.run_id)}"
-        return (f"tracked in MLflow: {self.tracking_uri}, experiment {self.experiment}, run {self.run_id}; "
-                "view with `autolabel ui`")
-
-    def safely(self, fn, *args) -> None:
-        if not self.active:
-            return
-        try:
-            fn(*args)
-        except Exception as e:  # any MLflow, network or store error: never the command's problem
-            self.active = False
-            logging.getLogger(type(self).__module__).warning(
-                "MLflow tracking is off for the rest of this run: %s", first_line(e))
-            self._abandon()
-
-    def connect(self) -> None:
-        """Fail fast on a dead server, bound MLflow's HTTP retries, then open the experiment."""
-        probe(self.tracking_uri)
-        if is_http(self.tracking_uri):
-            for key, value in HTTP_DEFAULTS.items():
-                os.environ.setdefault(key, value)
-        from mlflow import MlflowClient
-
-        self.client = MlflowClient(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, self.experiment, self.tracking_uri)
-
-    def open_runs(self) -> list[str]:
-        """The runs to mark FAILED when tracking gives up."""
-        return []
-
-    def _abandon(self) -> None:
-        if self.client is None:
-            return
-        with contextlib.suppress(Exception), _env(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
-            for run_id in reversed(self.open_runs()):
-                self.client.set_terminated(run_id, "FAILED")

@@ -12,20 +12,17 @@
     folds     params: the train config, n_folds; metrics: fold_accuracy, fold_macro_f1 (step =
               fold; fold_test_* with a test split), <score>_mean and <score>_std; artifact: folds.json
 
-The same rules as the loop's tracking: mlflow is imported only once a run starts, and the first
-MLflow error is one warning, after which tracking is off and the command carries on.
+All build on autolabel.tracking_client, so the loop's rules hold: mlflow is imported only once a
+run starts, and the first MLflow error is one warning, after which tracking is off and the
+command carries on.
 """
 from __future__ import annotations
 
-import logging
-import time
 from pathlib import Path
 
-from autolabel.tracking import (DEFAULT_EXPERIMENT, METRIC_BATCH, PARAM_BATCH, finite, flatten,
-                                short_params, trial_metrics)
-from autolabel.tracking_store import WarnOnce, resolve_tracking_uri
-
-_logger = logging.getLogger(__name__)
+from autolabel.tracking import short_params, trial_metrics
+from autolabel.tracking_client import TrackingClient
+from autolabel.tracking_store import DEFAULT_EXPERIMENT
 
 FINAL = ("test_accuracy", "precision", "val_macro_f1", "val_accuracy", "coverage", "accepted", "refused_ood",
          "trials")
@@ -43,70 +40,12 @@ def tracking_choice(mlflow: bool | None, uri: str | None, experiment: str | None
             "experiment": experiment or root.get("experiment") or DEFAULT_EXPERIMENT}
 
 
-class SafeRuns(WarnOnce):
-    """An MlflowClient behind one rule: the first error warns once and turns tracking off."""
-
-    def __init__(self, tracking: dict):
-        self.tracking_uri = resolve_tracking_uri(tracking.get("uri"))
-        self.experiment = tracking.get("experiment") or DEFAULT_EXPERIMENT
-        self.active, self.client, self.experiment_id, self.run_id = True, None, None, None
-        self._open: list[str] = []
-
-    def open_run(self, name: str, params: dict, tags: dict | None = None, parent: str | None = None) -> str:
-        if self.client is None:
-            self.connect()
-        tags = {"mlflow.source.name": "autolabel", "mlflow.source.type": "LOCAL", **(tags or {})}
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
-        self._open.append(run_id)
-        self.log_params(run_id, params)
-        return run_id
-
-    def close(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
-        self._open.remove(run_id)
-
-    def log_params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)) for k, v in flatten(params).items()]
-        for i in range(0, len(items), PARAM_BATCH):
-            self.client.log_batch(run_id, params=items[i:i + PARAM_BATCH])
-
-    def log_metrics(self, run_id: str, values: dict, step: int = 0) -> None:
-        self._send(run_id, [(k, v, step) for k, v in finite(values).items()])
-
-    def log_series(self, run_id: str, series: dict[str, list], steps: list[int] | None = None) -> None:
-        """Each key's values at step 0, 1, ... (or `steps`); NaN points are left out."""
-        points = []
-        for key, values in series.items():
-            for i, v in enumerate(values):
-                points.extend((k, x, steps[i] if steps else i) for k, x in finite({key: v}).items())
-        self._send(run_id, points)
-
-    def log_files(self, run_id: str, *paths: Path) -> None:
-        for path in paths:
-            if Path(path).is_file():
-                self.client.log_artifact(run_id, str(path))
-
-    def _send(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v, step in points]
-        for i in range(0, len(metrics), METRIC_BATCH):
-            self.client.log_batch(run_id, metrics=metrics[i:i + METRIC_BATCH])
-
-    def open_runs(self) -> list[str]:
-        return list(self._open)
-
-    def _abandon(self) -> None:
-        super()._abandon()
-        self._open.clear()
+def client_for(tracking: dict) -> TrackingClient:
+    """A client for `tracking_choice`'s answer."""
+    return TrackingClient(tracking.get("uri"), tracking.get("experiment"))
 
 
-class GridTracker(SafeRuns):
+class GridTracker(TrackingClient):
     """The grid's parent run and one child per combination; `autolabel.grid.run_grid`'s tracker.
 
     Trials are not nested under the combinations: the MLflow UI shows a single nesting level
@@ -116,7 +55,7 @@ class GridTracker(SafeRuns):
     """
 
     def __init__(self, tracking: dict):
-        super().__init__(tracking)
+        super().__init__(tracking.get("uri"), tracking.get("experiment"))
         self.child: str | None = None
 
     def start(self, name: str, spec: dict[str, str], shared: dict, metric: str, out: Path) -> "GridTracker":
@@ -129,10 +68,11 @@ class GridTracker(SafeRuns):
     def begin(self, combo, resolved: dict, folder: Path) -> None:
         def _begin():
             params = {**resolved, **short_params(resolved), "mode": _mode(resolved["train"]), **combo.params()}
-            self.child = self.open_run(combo.name, params, {"autolabel.out": str(folder.resolve())}, parent=self.run_id)
+            self.child = self.open_run(combo.name, params, {"autolabel.out": str(folder.resolve()),
+                                                            "mlflow.parentRunId": self.run_id})
         self.safely(_begin)
 
-    def __call__(self, record: dict, labeler) -> None:
+    def __call__(self, record: dict, state) -> None:
         """Trial callback: the trial's numbers on the combination's run, step = trial."""
         self.safely(lambda: self.log_metrics(self.child, {f"trial_{k}": v for k, v in trial_metrics(record).items()},
                                              record["trial"]))
@@ -141,7 +81,7 @@ class GridTracker(SafeRuns):
         def _end():
             self.log_metrics(self.child, {k: row.get(k) for k in FINAL}, row.get("trials") or 0)
             self.client.set_tag(self.child, "stop", str(row.get("stop")))
-            self.log_files(self.child, folder / "dataset.csv", folder / "metrics.json")
+            self.log_files(self.child, [folder / "dataset.csv", folder / "metrics.json"])
             self.close(self.child)
             self.child = None
         self.safely(_end)
@@ -152,15 +92,12 @@ class GridTracker(SafeRuns):
             self.log_metrics(self.run_id, {f"best_{metric}": best, "combinations": len(ranked)})
             if ranked:
                 self.client.set_tag(self.run_id, "best", ranked[0]["combination"])
-            self.log_files(self.run_id, grid_csv)
+            self.log_files(self.run_id, [grid_csv])
             self.close(self.run_id)
         self.safely(_finish)
 
     def fail(self, status: str = "FAILED") -> None:
-        def _fail():
-            for run_id in reversed(list(self._open)):
-                self.close(run_id, status)
-        self.safely(_fail)
+        self.safely(self.close_all, status)
 
 
 def _mode(train: dict) -> str:
@@ -171,44 +108,48 @@ def _mode(train: dict) -> str:
     return cfg.resolved_mode(resolve_device(cfg.device))
 
 
+def _one_run(tracking: dict, name: str, params: dict, tags: dict, log) -> str | None:
+    """One finished run: `log(client, run_id)` fills it; returns the line saying where it went
+    (None: tracking failed, with its one warning)."""
+    runs = client_for(tracking)
+
+    def _log():
+        runs.run_id = runs.open_run(name, params, tags)
+        log(runs, runs.run_id)
+        runs.close(runs.run_id)
+    runs.safely(_log)
+    return runs.describe()
+
+
 def track_lr_find(record: dict, out: Path, tracking: dict | None) -> str | None:
     """One run for an `lr-find` sweep; returns the line saying where it went (None: not tracked)."""
     if tracking is None:
         return None
-    runs = SafeRuns(tracking)
+    sweep = {k: record[k] for k in ("data_clean", "start", "end", "steps", "n_images", "optimizer")}
+    params = {"train": record["config"], **sweep, "model": record["config"]["model"]}
 
-    def _log():
-        sweep = {k: record[k] for k in ("data_clean", "start", "end", "steps", "n_images", "optimizer")}
-        params = {"train": record["config"], **sweep, "model": record["config"]["model"]}
-        runs.run_id = runs.open_run(f"lr-find-{out.name}", params, {"autolabel.command": "lr-find"})
-        runs.log_metrics(runs.run_id, {"suggested_lr": record["suggested"], "steps_run": record["steps_run"]})
-        runs.log_series(runs.run_id, {"lr_find_loss": record["losses"], "lr_find_raw_loss": record["raw_losses"],
-                                      "lr_find_lr": record["lrs"]})
-        runs.log_files(runs.run_id, out / "lr_find.png", out / "lr_find.json")
-        runs.close(runs.run_id)
-    runs.safely(_log)
-    return runs.describe()
+    def log(runs: TrackingClient, run_id: str) -> None:
+        runs.log_metrics(run_id, {"suggested_lr": record["suggested"], "steps_run": record["steps_run"]})
+        runs.log_series(run_id, {"lr_find_loss": record["losses"], "lr_find_raw_loss": record["raw_losses"],
+                                 "lr_find_lr": record["lrs"]})
+        runs.log_files(run_id, [out / "lr_find.png", out / "lr_find.json"])
+    return _one_run(tracking, f"lr-find-{out.name}", params, {"autolabel.command": "lr-find"}, log)
 
 
 def track_folds(summary: dict, config: dict, out: Path, sources: dict, tracking: dict | None) -> str | None:
     """One run for `train --folds`: per-fold scores as series (step = fold), mean and std."""
     if tracking is None:
         return None
-    runs = SafeRuns(tracking)
+    params = {"train": config, **sources, "n_folds": summary["n_folds"], "n_images": summary["n_images"],
+              "model": config["model"], "mode": _mode(config)}
 
-    def _log():
-        params = {"train": config, **sources, "n_folds": summary["n_folds"], "n_images": summary["n_images"],
-                  "model": config["model"], "mode": _mode(config)}
-        runs.run_id = runs.open_run(f"folds-{out.name}", params, {"autolabel.command": "train --folds"})
+    def log(runs: TrackingClient, run_id: str) -> None:
         folds = summary["folds"]
-        steps = [f["fold"] for f in folds]
         series = {f"fold_{k}": [f[k] for f in folds] for k in summary["mean_std"]}
         series.update({f"fold_test_{k}": [f["test"][k] for f in folds] for k in summary.get("test_mean_std") or {}})
-        runs.log_series(runs.run_id, series, steps)
+        runs.log_series(run_id, series, [f["fold"] for f in folds])
         for prefix, key in (("", "mean_std"), ("test_", "test_mean_std")):
             for score, s in (summary.get(key) or {}).items():
-                runs.log_metrics(runs.run_id, {f"{prefix}{score}_mean": s["mean"], f"{prefix}{score}_std": s["std"]})
-        runs.log_files(runs.run_id, out / "folds.json")
-        runs.close(runs.run_id)
-    runs.safely(_log)
-    return runs.describe()
+                runs.log_metrics(run_id, {f"{prefix}{score}_mean": s["mean"], f"{prefix}{score}_std": s["std"]})
+        runs.log_files(run_id, [out / "folds.json"])
+    return _one_run(tracking, f"folds-{out.name}", params, {"autolabel.command": "train --folds"}, log)

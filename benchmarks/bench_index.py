@@ -35,6 +35,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
+from bench_index_scale import add_arguments, run_scale
+from index_common import K, N_QUERIES, RESULTS, best_time, fill_mixture
 from sklearn.neighbors import NearestNeighbors
 
 from classification.cache import FeatureCache
@@ -46,9 +48,8 @@ from embeddings.features import Embedder
 from embeddings.index import EmbeddingIndex, set_threads
 from embeddings.recall import one_recall_at_k, recall_at_k
 
-RESULTS = Path(__file__).resolve().parent / "results"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10_bench"
-K, N_QUERIES, DIM, CENTRES, TARGET_RATIO, TARGET_RECALL = 10, 1000, 128, 1000, 10.0, 0.95
+DIM, TARGET_RATIO, TARGET_RECALL = 128, 10.0, 0.95
 
 
 def parse_args():
@@ -65,8 +66,6 @@ def parse_args():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-real", action="store_true")
     p.add_argument("--skip-synthetic", action="store_true")
-    from bench_index_scale import add_arguments  # here: that module imports this one
-
     add_arguments(p)
     return p.parse_args()
 
@@ -79,16 +78,6 @@ def thread_limit(n: int):
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(n)
-
-
-def best_time(fn, repeats: int = 3):
-    """(best seconds, last result): the minimum is the least disturbed by other load on the machine."""
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
 
 
 def sklearn_brute(x: np.ndarray, threads: int):
@@ -136,20 +125,6 @@ def real_part(args) -> dict | None:
 def mixture(n: int, sigma: float, seed: int) -> np.ndarray:
     """n unit vectors from the Gaussian mixture in the docstring, built in chunks to bound memory."""
     return fill_mixture(np.empty((n, DIM), np.float32), sigma, seed)
-
-
-def fill_mixture(out: np.ndarray, sigma: float, seed: int) -> np.ndarray:
-    """Fill (n, d) `out` (an array or a np.memmap) with the mixture, 100,000 rows at a time: centres
-    drawn on the unit sphere of dimension d, each row = a centre + N(0, sigma^2 I), L2-normalised."""
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((CENTRES, out.shape[1]), dtype=np.float32)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    for s in range(0, len(out), 100_000):
-        e = min(len(out), s + 100_000)
-        block = centres[rng.integers(0, CENTRES, e - s)]
-        block += sigma * rng.standard_normal((e - s, out.shape[1]), dtype=np.float32)
-        out[s:e] = block / np.linalg.norm(block, axis=1, keepdims=True)
-    return out
 
 
 def faiss_row(index: EmbeddingIndex, build_s: float, q: np.ndarray, I_exact: np.ndarray | None) -> dict:
@@ -235,8 +210,6 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     set_threads(args.threads)
     if args.scale:
-        from bench_index_scale import run_scale
-
         with thread_limit(args.threads):
             run_scale(args)
         return 0

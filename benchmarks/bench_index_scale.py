@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from bench_index import CENTRES, N_QUERIES, RESULTS, K, best_time, fill_mixture
+from index_common import CENTRES, N_QUERIES, RESULTS, K, best_time, fill_mixture
 
 from classification.fileio import write_json
 from embeddings.config import IndexConfig

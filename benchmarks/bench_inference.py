@@ -1,7 +1,9 @@
-"""Inference throughput of the EfficientNet-Lite0 backbone on CPU: eager vs channels_last vs ONNX,
-then end-to-end `predict()` (cold feature cache) against a naive eager PyTorch loop.
+"""Inference throughput of the EfficientNet-Lite backbones on CPU: eager vs channels_last vs ONNX
+for each of `--models` at each of `--sizes`, then end-to-end `predict()` (cold feature cache) of the
+default model against a naive eager PyTorch loop.
 
 Run:  python benchmarks/bench_inference.py [--data /work/shared/data/cifar10_bench] [--quick]
+          [--models tf_efficientnet_lite0,tf_efficientnet_lite1,tf_efficientnet_lite2] [--sizes 160,224]
 Writes benchmarks/results/bench_inference.json.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from classification.cache import FeatureCache
+from classification.config import DEFAULT_MODEL
 from classification.data import load_unlabeled
 from classification.inference import predict
 from classification.models import backbone_features, classifier_module, create_classifier
@@ -39,16 +42,17 @@ def parse_args():
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--warmup", type=int, default=2, help="untimed batches")
     p.add_argument("--batches", type=int, default=5, help="timed batches")
-    p.add_argument("--sizes", default="128,224", help="sizes for the synthetic benchmark")
+    p.add_argument("--models", default=DEFAULT_MODEL, help="backbones for the synthetic benchmark")
+    p.add_argument("--sizes", default="160,224", help="sizes for the synthetic benchmark; 'own' = the model's")
     p.add_argument("--e2e-sizes", default="224", help="sizes for the end-to-end benchmark")
     p.add_argument("--check", type=int, default=512, help="images compared between the two paths")
     return p.parse_args()
 
 
-def make_model() -> torch.nn.Module:
-    """The benchmark model, with a random (seeded) head: the default zero head gives uniform
-    probabilities, which would make the probability and argmax checks meaningless."""
-    model = create_classifier("efficientnet_lite0", 10).eval()
+def make_model(name: str = DEFAULT_MODEL) -> torch.nn.Module:
+    """The benchmark model, with a random (seeded) plain linear head: the default zero head gives
+    uniform probabilities, which would make the probability and argmax checks meaningless."""
+    model = create_classifier(name, 10, norm=False).eval()
     gen = torch.Generator().manual_seed(0)
     head = classifier_module(model)
     with torch.no_grad():
@@ -85,6 +89,7 @@ def eager_fn(model, channels_last: bool):
 
 
 def synthetic(model, size: int, args, rows: list[dict]) -> None:
+    arch = model.pretrained_cfg["architecture"]
     x = torch.randn(args.batch, 3, size, size)
     eager = time_batches(eager_fn(model, False), x, args.warmup, args.batches)
     cl = time_batches(eager_fn(model, True), x, args.warmup, args.batches)
@@ -95,7 +100,7 @@ def synthetic(model, size: int, args, rows: list[dict]) -> None:
         onnx = time_batches(runner, x, args.warmup, args.batches)
     for name, ips, extra in (("eager fp32", eager, None), ("eager channels_last", cl, None),
                              ("ONNX Runtime (make_runner)", onnx, export_s)):
-        rows.append({"stage": "synthetic", "path": name, "size": size, "images": args.batches * args.batch,
+        rows.append({"stage": f"synthetic {arch}", "path": name, "size": size, "images": args.batches * args.batch,
                      "seconds": args.batch / ips, "img_s": ips, "speedup": ips / eager,
                      "export_s": extra})
 
@@ -185,10 +190,12 @@ def main() -> int:
         return 0
     logging.basicConfig(level=logging.WARNING)
     torch.manual_seed(0)
-    model = make_model()
     rows, checks = [], []
-    for size in map(int, args.sizes.split(",")):
-        synthetic(model, size, args, rows)
+    for name in args.models.split(","):
+        backbone = make_model(name)
+        for size in args.sizes.split(","):
+            synthetic(backbone, data_config(backbone).size if size == "own" else int(size), args, rows)
+    model = make_model()
     images = load_unlabeled(unlabeled_dir)
     if args.quick:
         images = images.subset(np.arange(min(1000, len(images))))

@@ -12,7 +12,7 @@ a per-class colour; generating them is setup and is not measured). Two numbers p
 What the pool costs by design: decoding and the backbone stream over batches (DataLoader ->
 ONNX Runtime, cache shards flushed every 1,024 rows); prediction and the out-of-class guard take
 the pool 4,096 images at a time; the disk cache keeps only its key index in memory; and the final
-fit's 1 + n_views views per image live in a float16 file (`classification.views.ViewStore`) that
+fit's 1 + n_views views per image live in a float16 file (`classification.train.views.ViewStore`) that
 full-batch L-BFGS reads back one 64 MB block at a time. What still grows with the pool: per-image
 bookkeeping (paths, hashes, labels, confidences, the cache's key index) and its probabilities.
 (Time, 1 thread: 10k in ~4 min; 100k in ~30 min, half of it extraction, half the final L-BFGS fit.)

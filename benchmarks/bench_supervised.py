@@ -1,9 +1,12 @@
-"""Supervised head mode at 224 px on cifar10_bench: `fit()` with k labels per class vs a
-scikit-learn logistic regression on the same cached features, and an oracle trained with the
+"""Supervised head mode on cifar10_bench, per backbone: `fit()` with k labels per class vs a
+scikit-learn logistic regression on the same cached (raw) features, and an oracle trained with the
 unlabelled pool's true labels.
 
 Run:  python benchmarks/bench_supervised.py [--data /work/shared/data/cifar10_bench] [--quick]
           [--cache-dir benchmarks/results/cache] [--seeds 0,1,2] [--ks 4,25] [--no-oracle]
+          [--models tf_efficientnet_lite0,tf_efficientnet_lite1,tf_efficientnet_lite2] [--img-size N]
+The input size is the product's automatic choice (classification.transforms.auto_size) unless
+--img-size is given.
 Features come from ONE persistent cache (--cache-dir), so extraction happens once across seeds and
 rows; its wall time is reported apart from training. Writes benchmarks/results/bench_supervised.json.
 """
@@ -23,10 +26,12 @@ import pandas as pd
 from sklearn.linear_model import LogisticRegression
 
 from classification.cache import FeatureCache
-from classification.config import TrainConfig, resolve_device
+from classification.config import DEFAULT_MODEL, TrainConfig, resolve_device
+from classification.context import FitContext
 from classification.data import ImageSet, load_labeled, load_unlabeled, stratified_split
-from classification.engine import fit
-from classification.inference import extract_features, predict
+from classification.engine import fit, sized
+from classification.features import extract_features
+from classification.inference import predict
 from classification.models import create_classifier
 from classification.transforms import data_config
 
@@ -41,6 +46,8 @@ def parse_args():
     p.add_argument("--ks", default="4,25", help="labels per class")
     p.add_argument("--no-oracle", action="store_true")
     p.add_argument("--quick", action="store_true", help="seed 0, 1,000 pool and 50/class test images")
+    p.add_argument("--models", default=DEFAULT_MODEL)
+    p.add_argument("--img-size", type=int, default=None, help="default: chosen from the model and the images")
     return p.parse_args()
 
 
@@ -73,8 +80,7 @@ def warm_cache(cfg: TrainConfig, sets: dict, cache: FeatureCache) -> list[dict]:
     timed per set, so that the rows below time training alone."""
     model = create_classifier(cfg.model, len(sets["labeled"].classes), cfg.weights)
     data_cfg = data_config(model, cfg.img_size)
-    common = dict(runtime=cfg.runtime, device=resolve_device(cfg.device), batch_size=cfg.batch_size,
-                  workers=cfg.workers, n_ops=cfg.n_ops)
+    ctx = FitContext(model, cfg, data_cfg, cache, resolve_device(cfg.device))
     train_pool = sets["labeled"] if sets["pool"] is None else sets["labeled"].concat(sets["pool"])
     jobs = [("labeled", sets["labeled"], "eval"), ("test", sets["test"], "eval")]
     if sets["pool"] is not None:
@@ -85,7 +91,7 @@ def warm_cache(cfg: TrainConfig, sets: dict, cache: FeatureCache) -> list[dict]:
     for name, images, kind in jobs:
         hits0, misses0 = cache.hits, cache.misses
         start = time.perf_counter()
-        extract_features(model, images, data_cfg, cache, kind=kind, n_views=cfg.n_views, **common)
+        extract_features(ctx, images, kind=kind, n_views=cfg.n_views)
         views = 1 if kind == "eval" else cfg.n_views
         out.append({"set": name, "kind": kind, "views": views, "images": len(images),
                     "seconds": time.perf_counter() - start, "cache_hits": cache.hits - hits0,
@@ -98,11 +104,11 @@ def test_accuracy(model, data_cfg, test: ImageSet, cache: FeatureCache) -> float
     return float((pred.probs.argmax(1)[pred.ok] == test.labels[pred.ok]).mean())
 
 
-def run_fit(images: ImageSet, seeds: list[int], cache: FeatureCache, test: ImageSet) -> dict:
-    """Head-mode fit + test accuracy for each seed, splitting `images` per seed."""
+def run_fit(base: TrainConfig, images: ImageSet, seeds: list[int], cache: FeatureCache, test: ImageSet) -> dict:
+    """Head-mode fit of `base` + test accuracy for each seed, splitting `images` per seed."""
     accs, secs = [], []
     for seed in seeds:
-        cfg = TrainConfig(img_size=224, seed=seed)
+        cfg = base.with_(seed=seed)
         start = time.perf_counter()
         tr, va = stratified_split(images.labels, cfg.val_fraction, seed)
         res = fit(cfg, images.subset(tr), images.subset(va), cache)
@@ -112,46 +118,46 @@ def run_fit(images: ImageSet, seeds: list[int], cache: FeatureCache, test: Image
             "std": float(np.std(accs)), "seconds": secs}
 
 
-def run_logreg(images: ImageSet, cache: FeatureCache, test: ImageSet) -> dict:
-    model = create_classifier("efficientnet_lite0", len(images.classes))
-    data_cfg = data_config(model, 224)
+def run_logreg(base: TrainConfig, images: ImageSet, cache: FeatureCache, test: ImageSet) -> dict:
+    model = create_classifier(base.model, len(images.classes))
+    ctx = FitContext(model, base, data_config(model, base.img_size), cache)
     start = time.perf_counter()
-    x_tr = extract_features(model, images, data_cfg, cache, kind="eval").feats[0]
-    x_te = extract_features(model, test, data_cfg, cache, kind="eval").feats[0]
+    x_tr = extract_features(ctx, images, kind="eval").feats[0]
+    x_te = extract_features(ctx, test, kind="eval").feats[0]
     clf = LogisticRegression(max_iter=2000).fit(x_tr, images.labels)
     acc = float((clf.predict(x_te) == test.labels).mean())
     return {"images": len(images), "acc": [acc], "mean": acc, "std": 0.0,
             "seconds": [time.perf_counter() - start]}
 
 
-def run_rows(args, sets: dict, cache: FeatureCache) -> list[dict]:
+def run_rows(args, base: TrainConfig, sets: dict, cache: FeatureCache) -> list[dict]:
     seeds = [0] if args.quick else [int(s) for s in args.seeds.split(",")]
     labeled, test, pool = sets["labeled"], sets["test"], sets["pool"]
     rows = []
     for k in map(int, args.ks.split(",")):
         sub = labeled.subset(first_k(labeled.labels, k))
-        head = run_fit(sub, seeds, cache, test)
-        lr = run_logreg(sub, cache, test)
+        head = run_fit(base, sub, seeds, cache, test)
+        lr = run_logreg(base, sub, cache, test)
         delta = 100 * (head["mean"] - lr["mean"])
         rows.append({"k": k, "method": "fit() head mode", "delta_vs_logreg": delta, **head})
         rows.append({"k": k, "method": "LogisticRegression(max_iter=2000), eval feats", **lr})
         if pool is not None:
             rows.append({"k": k, "method": "oracle: fit() on k/class + pool truth",
-                         **run_fit(sub.concat(pool), seeds, cache, test)})
-    return rows
+                         **run_fit(base, sub.concat(pool), seeds, cache, test)})
+    return [{"model": base.model, "size": base.img_size, **r} for r in rows]
 
 
 def print_table(extraction: list[dict], rows: list[dict]) -> None:
-    print("| labels/class | method | images | test acc % (mean ± std) | Δ head − LogReg (pts) | wall s |")
-    print("|---:|---|---:|---|---:|---:|")
+    print("| model | px | labels/class | method | images | test acc % (mean ± std) | Δ head − LogReg (pts) | wall s |")
+    print("|---|---:|---:|---|---:|---|---:|---:|")
     for e in extraction:
-        print(f"| — | feature extraction: {e['set']} ({e['kind']}, {e['views']} view(s)) | "
-              f"{e['images']} | — | — | {e['seconds']:.1f} |")
+        print(f"| {e['model']} | {e['size']} | — | feature extraction: {e['set']} ({e['kind']}, {e['views']} view(s)) | "
+              f"{e['images']} | — | — | {e['seconds']:.1f} ({e['images'] / e['seconds']:.0f} img/s) |")
     for r in rows:
         seeds = f" ({len(r['acc'])} seeds)" if len(r["acc"]) > 1 else ""
         acc = f"{100 * r['mean']:.1f} ± {100 * r['std']:.1f}{seeds}"
         delta = f"{r['delta_vs_logreg']:+.1f}" if "delta_vs_logreg" in r else ""
-        print(f"| {r['k']} | {r['method']} | {r['images']} | {acc} | {delta} | {sum(r['seconds']):.1f} |")
+        print(f"| {r['model']} | {r['size']} | {r['k']} | {r['method']} | {r['images']} | {acc} | {delta} | {sum(r['seconds']):.1f} |")
 
 
 def code_state() -> dict:
@@ -159,8 +165,7 @@ def code_state() -> dict:
     def git(*cmd):
         return subprocess.run(["git", *cmd], cwd=RESULTS.parent.parent, capture_output=True,
                               text=True).stdout.rstrip()
-    cfg = TrainConfig(img_size=224)
-    opt = cfg.resolved_optimizer("head") if hasattr(cfg, "resolved_optimizer") else cfg.optimizer
+    opt = TrainConfig().resolved_optimizer("head")
     return {"commit": git("rev-parse", "--short", "HEAD"), "head_optimizer": opt,
             "dirty": git("status", "--porcelain", "classification").splitlines()}
 
@@ -174,8 +179,11 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING)
     sets = load_sets(args)
     cache = FeatureCache(args.cache_dir)
-    extraction = warm_cache(TrainConfig(img_size=224), sets, cache)
-    rows = run_rows(args, sets, cache)
+    extraction, rows = [], []
+    for name in args.models.split(","):
+        base = sized(TrainConfig(model=name, img_size=args.img_size), sets["labeled"].paths)
+        extraction += [{"model": name, "size": base.img_size, **e} for e in warm_cache(base, sets, cache)]
+        rows += run_rows(args, base, sets, cache)
     print_table(extraction, rows)
     state = code_state()
     print(f"\ncode: {state['commit']}, head optimizer {state['head_optimizer']}, "

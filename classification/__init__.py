@@ -2,4 +2,4 @@
 
 Knows nothing of pseudo-labels, MLflow or the command line.
 """
-__all__ = ["cache", "data", "engine", "images", "inference", "models", "transforms"]
+__all__ = ["cache", "data", "engine", "features", "images", "inference", "models", "transforms"]

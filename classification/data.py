@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from classification.errors import InputError
+from classification.errors import InputError, brief, first_line
 from classification.fileio import write_json
 from classification.images import BadImage, file_digest, probe
 from classification.sources import absolute_path, find_images, not_an_image, pairs_from_csv, pairs_from_folders
@@ -210,8 +210,14 @@ def save_class_map(path: str | Path, classes: list[str]) -> None:
 def load_class_map(path: str | Path) -> list[str]:
     try:
         mapping = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"cannot read class map {path}: {e}") from None
+    except (OSError, ValueError) as e:  # JSONDecodeError and undecodable bytes are ValueErrors
+        raise InputError(f"cannot read class map {path}: {first_line(e)[:100]}") from None
+    # {name: index} with the indices 0..C-1, each once: anything else would misname the classes
+    ok = (isinstance(mapping, dict) and mapping and all(isinstance(c, str) and c for c in mapping)
+          and sorted(i for i in mapping.values() if type(i) is int) == list(range(len(mapping))))
+    if not ok:
+        raise InputError(f"class map {path} must map each class name to its index 0..C-1 once, "
+                         f"got {brief(mapping)}")
     return [c for c, _ in sorted(mapping.items(), key=lambda kv: kv[1])]
 
 

@@ -4,11 +4,12 @@
 MASTER_ADDR set; `init_from_env()` joins them into one group (gloo on CPU, nccl on CUDA). Inside
 `collective()`, every rank runs the same loop and:
   - feature extraction splits the images the cache lacks by rank (`shard`) and gathers the
-    features on rank 0, which alone writes them to the cache;
+    features on rank 0, which alone writes them to the cache (`features._extract_across_ranks`);
   - finetune mode trains with DistributedDataParallel, each rank taking its slice of every global
-    batch, so the optimisation is the single-process one;
-  - rank 0 alone trains a head, decides the pseudo-labels, writes outputs and logs to MLflow, and
-    `broadcast`s what the other ranks need to stay in step.
+    batch, so the optimisation is the single-process one (train/finetune.py);
+  - rank 0 alone trains a head (`on_main`, train/head.py), decides the pseudo-labels, writes
+    outputs and logs to MLflow (autolabel), and `broadcast`s what the other ranks need to stay in
+    step.
 Without torchrun (or outside `collective()`) every function here is a no-op for one process.
 """
 from __future__ import annotations
@@ -69,6 +70,11 @@ def broadcast(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def on_main(fn):
+    """`fn()` run by rank 0 alone, its result on every rank (in one process, simply `fn()`)."""
+    return broadcast(fn() if is_main() or not active() else None)
 
 
 def gather(obj) -> list | None:

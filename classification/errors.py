@@ -4,6 +4,7 @@ Anything raised as `InputError` is a problem with what the user gave us (a path,
 file). The CLI prints its message on one line and exits with code 2; everything else is a bug
 and keeps its traceback.
 """
+import reprlib
 
 
 class InputError(ValueError):
@@ -29,3 +30,15 @@ def first_line(exc: BaseException) -> str:
     """The first line of an exception's message, or its type name: short enough for one-line errors."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 2, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 40, 40, 40
+
+
+def brief(value: object, limit: int = 60) -> str:
+    """A short repr of a value a user gave, for an error message: bounded in depth and items, so
+    a huge or deeply nested value is never rendered whole, and cut to `limit` characters."""
+    text = _SHORT.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -46,13 +46,26 @@ def write_text(path: str | Path, text: str) -> None:
 
 
 def write_json(path: str | Path, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_jsonable) + "\n")
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=jsonable) + "\n")
 
 
 def write_csv(path: str | Path, frame, sep: str = ",") -> None:
     """Write a pandas DataFrame as CSV (or TSV with sep="\\t"), atomically, without the index."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, sep=sep)
+
+
+def user_cache_dir() -> Path:
+    """The private per-user folder for files made when no cache folder is given (ONNX exports):
+    $XDG_CACHE_HOME/autolabel, else ~/.cache/autolabel, created readable by its owner only. Never a
+    fixed name in a shared temporary folder, where another user could plant or read files."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    if not os.path.isabs(base):  # unset, or relative (which the XDG spec says to ignore)
+        base = str(Path.home() / ".cache")
+    folder = Path(base) / "autolabel"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return folder
 
 
 def write_figure(path: str | Path, fig) -> Path:
@@ -67,7 +80,8 @@ def write_figure(path: str | Path, fig) -> Path:
     return path
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
+    """What `write_json` writes for a value json cannot take."""
     # numpy scalars and arrays show up in metrics; keep JSON plain
     if hasattr(obj, "tolist"):
         return obj.tolist()

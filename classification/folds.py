@@ -17,7 +17,6 @@ from classification.config import TrainConfig
 from classification.data import ImageSet, stratified_folds, stratified_split
 from classification.engine import FitResult, fit
 from classification.errors import InputError
-from classification.inference import predict
 from classification.metrics import scores
 
 _logger = logging.getLogger(__name__)
@@ -60,8 +59,8 @@ def cross_validate(cfg: TrainConfig, images: ImageSet, cache: FeatureCache, n_fo
         held_out, rest = np.flatnonzero(fold_of == k), np.flatnonzero(fold_of != k)
         tr, va = stratified_split(images.labels[rest], cfg.val_fraction, cfg.seed)
         result = fit(cfg, images.subset(rest[tr]), images.subset(rest[va]), cache, progress=progress)
-        fold_scores = score_images(result, images.subset(held_out), cfg, cache, progress)[0]
-        test_scores = score_images(result, test, cfg, cache, progress)[0] if test is not None else None
+        fold_scores = score_images(result, images.subset(held_out), cache, progress)[0]
+        test_scores = score_images(result, test, cache, progress)[0] if test is not None else None
         _logger.info("fold %d/%d: accuracy %.3f, macro-F1 %.3f on %d held-out images", k + 1, n_folds,
                      fold_scores["accuracy"], fold_scores["macro_f1"], len(held_out))
         results.append(FoldResult(k, held_out, len(tr), len(va), int(result.best.get("epoch", -1)),
@@ -69,14 +68,13 @@ def cross_validate(cfg: TrainConfig, images: ImageSet, cache: FeatureCache, n_fo
     return results
 
 
-def score_images(result: FitResult, images: ImageSet, cfg: TrainConfig, cache: FeatureCache,
+def score_images(result: FitResult, images: ImageSet, cache: FeatureCache,
                  progress: bool = False) -> tuple[dict, np.ndarray, np.ndarray]:
     """Accuracy and macro-F1 of a fitted model on labelled `images`, with the true and predicted
     labels of the images that could be decoded."""
-    pred = predict(result.model, images, result.data_cfg, cache, runtime=cfg.runtime,
-                   batch_size=cfg.batch_size, workers=cfg.workers, progress=progress,
-                   tail_blocks=cfg.tail_blocks)
-    y_true, y_pred = images.labels[pred.ok], pred.probs[pred.ok].argmax(1)
+    guess = result.predict(images, cache, progress=progress)
+    ok = guess >= 0
+    y_true, y_pred = images.labels[ok], guess[ok]
     return scores(y_true, y_pred, len(images.classes)), y_true, y_pred
 
 

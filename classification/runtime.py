@@ -1,66 +1,74 @@
 """Running the frozen backbone fast.
 
 On CPU the backbone runs through ONNX Runtime: exported once with the TorchScript-based exporter
-(dynamic batch axis) and cached under the feature cache, keyed by architecture, backbone weights
-and input size. On CUDA it runs eagerly in channels_last with autocast. Both return the pooled
-pre-logit features as float32 numpy, and the ONNX path matches eager PyTorch to float tolerance.
+(dynamic batch axis) and cached under the feature cache (without one, in the private per-user
+cache folder), keyed by architecture, backbone weights and input size, with its SHA-256 beside
+it: an export that fails the check is made again before use. On CUDA it runs eagerly in
+channels_last with autocast. Both return the pooled pre-logit features as float32 numpy, and the
+ONNX path matches eager PyTorch to float tolerance.
+
+`RUNTIMES` maps a runtime's name to its runner factory. torch and ONNX Runtime are imported when
+a runner is made, not when this module loads, so `TrainConfig` checks its `runtime` against this
+very dict without loading either.
 """
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-import torch
-from torch import nn
 
-from classification.config import RUNTIMES
-from classification.fileio import atomic_path
-from classification.models import backbone_features, backbone_id, split_model
+from classification.digest import bytes_digest, record, recorded
+from classification.fileio import atomic_path, user_cache_dir
+from classification.registry import check_name
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 _logger = logging.getLogger(__name__)
 
-Runner = Callable[[torch.Tensor], np.ndarray]
+Runner = Callable[["torch.Tensor"], np.ndarray]
 
 
 def resolve_runtime(runtime: str, device: str) -> str:
-    if runtime not in RUNTIMES:
-        raise ValueError(f"unknown runtime {runtime!r}; valid: {', '.join(RUNTIMES)}")
+    """`auto` becomes onnx on CPU and torch on CUDA; an unknown name is an `InputError`."""
+    check_name("runtime", runtime, ("auto", *RUNTIMES))
     if runtime == "auto":
         return "torch" if device.startswith("cuda") else "onnx"
     return runtime
 
 
-class _Features(nn.Module):
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return backbone_features(self.model, x)
-
-
-def frozen_part(model: nn.Module, tail_blocks: int = 0) -> nn.Module:
-    """What runs once per (image, view): the whole backbone to pooled features, or the trunk
-    before the last `tail_blocks` blocks."""
-    return split_model(model, tail_blocks)[0] if tail_blocks else _Features(model)
-
-
 def make_runner(model: nn.Module, size: int, runtime: str, device: str,
                 cache_root: Path | None, tail_blocks: int = 0) -> Runner:
     """A function from a batch (B, 3, size, size) to flattened frozen-part outputs (B, D) numpy."""
-    runtime = resolve_runtime(runtime, device)
-    model = model.eval()
-    if runtime == "onnx":
-        return _onnx_runner(model, size, cache_root, tail_blocks)
+    factory = RUNTIMES[resolve_runtime(runtime, device)]
+    return factory(model.eval(), size, device, cache_root, tail_blocks)
+
+
+def _onnx(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
+    """ONNX Runtime on the CPU, from the export cached under `cache_root` (made once)."""
+    from classification.models import frozen_part
+
+    return onnx_file_runner(frozen_part(model, tail_blocks), size, onnx_path(model, size, cache_root, tail_blocks))
+
+
+def _torch(model: nn.Module, size: int, device: str, cache_root: Path | None, tail_blocks: int) -> Runner:
+    """Eager PyTorch on `device`."""
+    from classification.models import frozen_part
+
     return torch_runner(frozen_part(model, tail_blocks), device)
+
+
+RUNTIMES = {"onnx": _onnx, "torch": _torch}
 
 
 def torch_runner(part: nn.Module, device: str) -> Runner:
     """Run `part` eagerly (channels_last; autocast on CUDA) and return flattened float32 numpy."""
+    import torch
+
     cuda = device.startswith("cuda")
     part = part.to(device=device, memory_format=torch.channels_last)
 
@@ -74,28 +82,11 @@ def torch_runner(part: nn.Module, device: str) -> Runner:
     return run
 
 
-def _onnx_runner(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int) -> Runner:
-    path = onnx_path(model, size, cache_root, tail_blocks)
-    return onnx_file_runner(frozen_part(model, tail_blocks), size, path)
-
-
 def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
-    """Run `part` (one input, one output with a batch axis) through ONNX Runtime on the CPU from
-    `path`, exporting it there first if it is missing, and once more if the file is damaged.
-    `path` must name `part`'s weights (a hash), since an existing file is trusted."""
-    import onnxruntime as ort
-
-    if not path.is_file():
-        export_onnx(part, size, path)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = torch.get_num_threads()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    try:
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    except Exception as e:  # a damaged export: rebuild it once
-        _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
-        export_onnx(part, size, path)
-        session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    """Run `part` through ONNX Runtime on the CPU from `path`, exporting it there first if it is
+    missing, and once more if it fails its checksum (or has none) or does not load. `path` must
+    name `part`'s weights (a hash), since an export that passes its check is trusted."""
+    session = open_session(path, lambda p: export_onnx(part, size, p))
     name = session.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> np.ndarray:
@@ -105,19 +96,68 @@ def onnx_file_runner(part: nn.Module, size: int, path: Path) -> Runner:
     return run
 
 
+def open_session(path: Path, export: Callable[[Path], None]):
+    """An ONNX Runtime CPU session on the cached export at `path`, exporting it first (`export(path)`)
+    when absent, and once more (one warning) when it fails its checksum, has none, or does not load."""
+    import onnxruntime as ort
+    import torch
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = torch.get_num_threads()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        return ort.InferenceSession(_checked_export(path, export), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # checked, yet unusable (an export from another onnxruntime): once more
+        _logger.warning("cached ONNX model %s is unusable (%s); exporting again", path, e)
+        return ort.InferenceSession(_export_bytes(path, export), opts, providers=["CPUExecutionProvider"])
+
+
+def _checked_export(path: Path, export: Callable[[Path], None]) -> bytes:
+    """The export's bytes, checked against the digest recorded with it; a missing, damaged or
+    unrecorded export is made again (one warning). The bytes checked are the bytes loaded."""
+    if not path.is_file():
+        return _export_bytes(path, export)
+    data, expected = path.read_bytes(), recorded(path)
+    if expected is not None and bytes_digest(data) == expected:
+        return data
+    why = "has no recorded checksum" if expected is None else "fails its checksum (damaged)"
+    _logger.warning("cached ONNX model %s %s; exporting again", path, why)
+    return _export_bytes(path, export)
+
+
+def _export_bytes(path: Path, export: Callable[[Path], None]) -> bytes:
+    export(path)
+    return path.read_bytes()
+
+
+def cache_root_or_user(cache_root: Path | None) -> Path:
+    """The cache folder asked for, else the user's private one (never a shared, guessable path)."""
+    return Path(cache_root) if cache_root is not None else user_cache_dir()
+
+
 def onnx_path(model: nn.Module, size: int, cache_root: Path | None, tail_blocks: int = 0) -> Path:
-    root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+    from classification.models import backbone_id
+
+    root = cache_root_or_user(cache_root)
     arch = model.pretrained_cfg.get("architecture", type(model).__name__)
     cut = f"-cut{tail_blocks}" if tail_blocks else ""
     return root / "onnx" / f"{arch}-{backbone_id(model, tail_blocks)}-{size}{cut}.onnx"
 
 
-def export_onnx(part: nn.Module, size: int, path: Path) -> None:
-    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically."""
-    _logger.info("exporting %s to ONNX (once per backbone and input size)", path.name)
+def export_onnx(part: nn.Module, size: int, path: Path, dynamic_size: bool = False) -> None:
+    """Export the frozen part (image -> features or maps) with a dynamic batch axis, atomically,
+    and record its digest beside it (NAME.onnx.sha256).
+
+    `dynamic_size` also leaves height and width free (fully convolutional models, such as a UNet
+    whose input sides are multiples of its stride)."""
+    import torch
+
+    _logger.info("exporting %s to ONNX (once per model and input size)", path.name)
     dummy = torch.zeros(2, 3, size, size)
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_size else {0: "batch"}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(part.eval().cpu(), (dummy,), str(tmp), dynamo=False,
                           input_names=["images"], output_names=["features"], opset_version=17,
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}})
+                          dynamic_axes={"images": axes, "features": axes if dynamic_size else {0: "batch"}})
+    record(path)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from classification.data import ImageSet, find_images, load_labeled, load_unlabeled
+from classification.data import ImageSet, find_images, load_files, load_labeled, load_unlabeled
 from classification.errors import InputError
 from classification.images import is_image_path
 from embeddings.config import IndexConfig
@@ -37,6 +37,17 @@ def load_images(source: str | Path) -> ImageSet:
             header = []
         labelled = any(str(c).strip().lower() in ("label", "class", "tag") for c in header)
     return load_labeled(source) if labelled else load_unlabeled(source)
+
+
+def load_queries(paths: list[str | Path]) -> ImageSet:
+    """Query images named one by one or by folder (as on a command line), as one unlabelled set."""
+    paths = [Path(p) for p in paths]
+    out = load_files([p for p in paths if not p.is_dir()])
+    for folder in (p for p in paths if p.is_dir()):
+        out = out.concat(load_unlabeled(folder))
+    if len(out) == 0:
+        raise InputError("no query images found")
+    return out
 
 
 def metadata(images: ImageSet, ok: np.ndarray | None = None) -> pd.DataFrame:
@@ -81,7 +92,8 @@ def query_images(index: EmbeddingIndex, images: ImageSet, embedder: Embedder, k:
     """One row per (query, rank): query, rank, id, path, label, distance."""
     check_provenance(index, embedder)
     emb = embedder(images)
-    D, I = index.search(emb.feats[emb.ok], k)
+    # more neighbours than the index holds would only allocate rows of -1 (a huge -k: gigabytes)
+    D, I = index.search(emb.feats[emb.ok], k if k < 1 else min(k, max(len(index.meta), 1)))
     queries = np.asarray(images.paths, dtype=object)[emb.ok]
     rows = []
     for q, (d_row, i_row) in enumerate(zip(D, I)):

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from classification.errors import InputError
+from classification.registry import check_name
+from embeddings.types import INDEX_TYPES
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,7 @@ class IndexConfig:
     threads: int = 0        # faiss OpenMP threads; 0 = faiss's default (all cores)
 
     def __post_init__(self):
-        from embeddings.types import INDEX_TYPES
-
-        if self.type not in INDEX_TYPES:
-            raise InputError(f"unknown index type {self.type!r}; valid: {', '.join(INDEX_TYPES)}")
+        check_name("index type", self.type, INDEX_TYPES)
         for name in ("pca", "nlist", "pq_m", "rerank", "train_size", "seed", "threads"):
             if getattr(self, name) < 0:
                 raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -1,6 +1,6 @@
-"""Embeddings of images: the backbone's pooled features (eval view), L2-normalised.
+"""Embeddings of images: the backbone's pooled features (eval view), square-rooted and L2-normalised.
 
-They come from `classification.inference`, so they share the feature cache with training: an
+They come from `classification.features`, so they share the feature cache with training: an
 image embedded for the index costs nothing when the loop later needs it, and vice versa.
 """
 from __future__ import annotations
@@ -10,8 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from classification.cache import FeatureCache
+from classification.config import DEFAULT_MODEL, TrainConfig
+from classification.context import FitContext
 from classification.data import ImageSet
-from classification.inference import extract_features
+from classification.features import extract_features
 from classification.models import backbone_id, create_classifier
 from classification.transforms import create_transform, data_config, transform_id
 
@@ -21,6 +23,12 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     x = np.ascontiguousarray(x, np.float32)
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), np.float32)
+
+
+def spherical(feats: np.ndarray) -> np.ndarray:
+    """The pooled features as distances should see them: square-rooted (a few large activations
+    no longer dominate) and L2-normalised, as the classifier's `FeatureNorm` does before centring."""
+    return l2_normalize(np.sqrt(np.maximum(feats, 0.0)))
 
 
 @dataclass
@@ -38,23 +46,24 @@ class Embedder:
     refuses queries embedded differently.
     """
 
-    def __init__(self, model: str = "efficientnet_lite0", weights: str | None = "auto",
+    def __init__(self, model: str = DEFAULT_MODEL, weights: str | None = "auto",
                  img_size: int | None = None, cache: FeatureCache | None = None, runtime: str = "auto",
                  batch_size: int = 64, workers: int | None = None, progress: bool = False):
         self.model_name = model
         self.model = create_classifier(model, 2, weights=weights)
         self.data_cfg = data_config(self.model, img_size)
         self.cache = cache or FeatureCache(None)
-        self.opts = dict(runtime=runtime, batch_size=batch_size, workers=workers, progress=progress)
+        settings = TrainConfig(runtime=runtime, batch_size=batch_size, workers=workers)  # what a pass reads
+        self.ctx = FitContext(self.model, settings, self.data_cfg, self.cache, "cpu", progress)
 
     def provenance(self) -> dict:
         return {"model": self.model_name, "weights_id": backbone_id(self.model),
                 "transform": transform_id(create_transform("eval", self.data_cfg)),
-                "img_size": self.data_cfg.size}
+                "img_size": self.data_cfg.size, "embedding": "sqrt-l2"}
 
     def __call__(self, images: ImageSet) -> Embedded:
         if len(images) == 0:
             return Embedded(np.zeros((0, 0), np.float32), np.zeros(0, bool), [])
-        f = extract_features(self.model, images, self.data_cfg, self.cache, kind="eval", **self.opts)
+        f = extract_features(self.ctx, images, kind="eval")
         feats = f.feats[0] if f.feats.shape[-1] else np.zeros((len(images), 0), np.float32)
-        return Embedded(l2_normalize(feats), f.ok, f.skipped)
+        return Embedded(spherical(feats), f.ok, f.skipped)

@@ -5,7 +5,9 @@ Folder layout:
                      OPQ + IVF-PQ); or, saved in shards, index-0.faiss .. index-{S-1}.faiss: the same
                      chain over a contiguous id range each (embeddings/shards.py)
     manifest.json    model, weights id, transform, dims, index type and factory key, metric, count,
-                     explained-variance ratio of the PCA, search parameters, shard files
+                     explained-variance ratio of the PCA, search parameters, shard files, and the
+                     SHA-256 of every other file ("digests"): a file that fails it is refused on
+                     load (folders saved before digests existed load unchecked)
     metadata.csv     id, path, label, hash: one row per vector, id = faiss id = row number
     vectors.npy      only with rerank > 0: float32 vectors in the index's space, row = id
 
@@ -31,11 +33,12 @@ import faiss
 import numpy as np
 import pandas as pd
 
-from classification.errors import InputError, first_line
+from classification.digest import SEAL, digests, seal_ok, sealed
+from classification.errors import InputError, brief, first_line
 from classification.fileio import write_csv, write_json
 from embeddings.config import IndexConfig
 from embeddings.exact import rerank as rerank_exact
-from embeddings.shards import check_count, join, merge, read_parts, write_parts, write_split
+from embeddings.shards import check_count, check_digests, join, merge, read_parts, write_parts, write_split
 from embeddings.stream import (add_blocks, block_reader, first_dim, open_vectors, sample_rows, spill,
                                to_index_space, write_vectors)
 from embeddings.types import create_type
@@ -137,6 +140,8 @@ class EmbeddingIndex:
         callable from ids to rows, else the vectors the index keeps. Without it an ivfpq index
         returns the approximate distances of its codes."""
         _check_feats(feats, len(feats), self.manifest["input_dim"])
+        if type(k) is not int or k < 1:
+            raise InputError(f"-k must be a whole number >= 1, got {brief(k)}")
         x = np.ascontiguousarray(feats, np.float32)
         factor = self.config.rerank if rerank is None else rerank
         source = rerank_with if rerank_with is not None else self.vectors
@@ -184,9 +189,11 @@ class EmbeddingIndex:
             entries = self._write_index(tmp, count)
             if self.vectors is not None:
                 write_vectors(tmp / "vectors.npy", self.vectors)
-            self.manifest.update(format=FORMAT, vectors=self.vectors is not None, shards=entries)
             write_csv(tmp / "metadata.csv", self.meta[META_COLUMNS])
-            write_json(tmp / "manifest.json", self.manifest)
+            names = [e["file"] for e in entries] or ["index.faiss"]
+            self.manifest.update(format=FORMAT, vectors=self.vectors is not None, shards=entries,
+                                 digests=digests(tmp, [*names, "vectors.npy", "metadata.csv"]))
+            write_json(tmp / "manifest.json", sealed(self.manifest))  # hand edits show
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             if folder.exists():
                 folder.rename(old)
@@ -214,6 +221,7 @@ class EmbeddingIndex:
         missing = [f for f in FILES if not (folder / f).is_file() and not (entries and f == "index.faiss")]
         if missing:
             raise InputError(f"{folder} is not an index folder (missing {', '.join(missing)})")
+        check_digests(folder, manifest.get("digests"))
         try:
             meta = pd.read_csv(folder / "metadata.csv", dtype={"label": str, "path": str, "hash": str},
                                keep_default_na=False)
@@ -264,10 +272,16 @@ def _explained(index: faiss.Index, pca: int) -> float | None:
 
 
 def _read_json(path: Path) -> dict:
+    """manifest.json: a mapping whose seal (when it has one) matches its content; unsealed
+    manifests (saved before seals existed) are read as they are."""
     try:
-        return json.loads(path.read_text())
+        doc = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read index {path.parent}: {first_line(e)}") from None
+    if not isinstance(doc, dict) or seal_ok(doc) is False:
+        raise InputError(f"{path} is damaged (not a mapping, or its SHA-256 does not match its content); "
+                         "rebuild the index with `autolabel index build`")
+    return {k: v for k, v in doc.items() if k != SEAL}
 
 
 def _check_consistent(folder: Path, manifest: dict, index: faiss.Index, meta: pd.DataFrame,

@@ -82,8 +82,9 @@ def fpr_at_tpr(scores_in: np.ndarray, scores_out: np.ndarray, tpr: float = 0.95)
 def score_ood(labeled: ImageSet, images: ImageSet, embedder: Embedder, k: int = 5, tpr: float = 0.95):
     """Out-of-class score of every image against the labelled ones, refused above the threshold
     that keeps `tpr` of labelled images (leave-one-out). Returns (frame, detector, skipped)."""
+    detector = KnnOOD(k, tpr)  # checks k and tpr before any image is embedded
     ref, emb = embedder(labeled), embedder(images)
-    detector = KnnOOD(k, tpr).fit(ref.feats[ref.ok])
+    detector.fit(ref.feats[ref.ok])
     scores = detector.score(emb.feats[emb.ok])
     frame = pd.DataFrame({"path": np.asarray(images.paths, dtype=object)[emb.ok], "score": scores,
                           "refused": detector.refuse(scores)})

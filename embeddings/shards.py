@@ -19,6 +19,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from classification.digest import damaged
 from classification.errors import InputError, first_line
 
 
@@ -125,6 +126,19 @@ def _only_range(index: faiss.IndexPreTransform, a: int, b: int):
     finally:
         restore()
         index.ntotal = ntotal
+
+
+def check_digests(folder: Path, expected) -> None:
+    """Refuse an index folder whose files differ from the digests its manifest recorded (None:
+    saved before digests existed, not checked), before any is read. A missing file is left to the
+    checks that name what it is."""
+    if expected is not None and not isinstance(expected, dict):
+        raise InputError(f"index {folder} has a malformed digest list in manifest.json; "
+                         "rebuild the index with `autolabel index build`")
+    bad = [name for name in damaged(folder, expected) if (folder / name).is_file()]  # a missing one: below
+    if bad:
+        raise InputError(f"index {folder}: {bad[0]} is damaged (its SHA-256 does not match manifest.json); "
+                         "rebuild the index with `autolabel index build`")
 
 
 def read_parts(folder: Path, entries, flags: int) -> tuple[list, list[str]]:

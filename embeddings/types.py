@@ -18,6 +18,7 @@ import math
 import faiss
 
 from classification.errors import InputError
+from classification.registry import lookup
 
 TRAIN_MIN = 100_000  # rows sampled for training at least (PCA, OPQ and PQ need no more)
 TRAIN_PER_LIST = 64  # and per inverted list: k-means quality barely moves beyond this (faiss caps at 256)
@@ -133,4 +134,4 @@ INDEX_TYPES = {cls.name: cls for cls in (Flat, IVF, HNSW, IVFPQ)}
 
 
 def create_type(name: str):
-    return INDEX_TYPES[name]()
+    return lookup("index type", INDEX_TYPES, name)()

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-from classification.config import LOSSES, RUNTIMES, check_field_types
+from classification.config import check_field_types, check_non_negative, check_positive
 from classification.errors import InputError
+from classification.losses import LOSSES
+from classification.registry import check_name
+from classification.runtime import RUNTIMES
 from localization.boxes import RESIZES
 
 # The registries' keys, kept here so that checking a config does not import torch (a test
@@ -17,18 +20,6 @@ BOX_HEADS = ("spatial", "pooled", "edges")             # localization.model.BOX_
 AUGMENTATIONS = ("none", "flip", "light", "medium", "strong")  # localization.views.AUGMENTATIONS
 OPTIMIZERS = ("adam", "adamw", "sgd")           # localization.train.OPTIMIZERS
 SCHEDULERS = ("plateau", "cosine", "none")      # localization.train.SCHEDULERS
-
-
-def _choice(name: str, value: str, valid) -> None:
-    if value not in valid:
-        raise InputError(f"unknown {name} {value!r}; valid: {', '.join(valid)}")
-
-
-def _positive(config, *names: str, strict: bool = True) -> None:
-    for name in names:
-        value = getattr(config, name)
-        if value < 0 or (strict and value == 0):
-            raise InputError(f"{name} must be {'positive' if strict else '>= 0'}, got {value}")
 
 
 @dataclass(frozen=True)
@@ -42,8 +33,8 @@ class ModelConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        _choice("box_head", self.box_head, BOX_HEADS)
-        _positive(self, "hidden")
+        check_name("box_head", self.box_head, BOX_HEADS)
+        check_positive(self, ("hidden",))
         if self.img_size < 32:
             raise InputError(f"img_size must be at least 32, got {self.img_size}")
         if not 0 <= self.dropout < 1:
@@ -58,9 +49,9 @@ class AugmentationConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        _choice("resize", self.resize, RESIZES)
-        _choice("augmentation", self.name, AUGMENTATIONS)
-        _positive(self, "views", strict=False)
+        check_name("resize", self.resize, RESIZES)
+        check_name("augmentation", self.name, AUGMENTATIONS)
+        check_non_negative(self, ("views",))
 
 
 @dataclass(frozen=True)
@@ -72,9 +63,9 @@ class CriterionConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        _choice("class_loss", self.class_loss, LOSSES)
-        _positive(self, "box_weight", "giou_weight", strict=False)
-        _positive(self, "beta")
+        check_name("class_loss", self.class_loss, LOSSES)
+        check_non_negative(self, ("box_weight", "giou_weight"))
+        check_positive(self, ("beta",))
 
 
 @dataclass(frozen=True)
@@ -86,9 +77,9 @@ class OptimizerConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        _choice("optimizer", self.name, OPTIMIZERS)
-        _positive(self, "lr", "backbone_lr_mult")
-        _positive(self, "weight_decay", strict=False)
+        check_name("optimizer", self.name, OPTIMIZERS)
+        check_positive(self, ("lr", "backbone_lr_mult"))
+        check_non_negative(self, ("weight_decay",))
 
 
 @dataclass(frozen=True)
@@ -99,10 +90,10 @@ class SchedulerConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        _choice("scheduler", self.name, SCHEDULERS)
+        check_name("scheduler", self.name, SCHEDULERS)
         if not 0 < self.factor < 1:
             raise InputError(f"scheduler factor must be in (0, 1), got {self.factor}")
-        _positive(self, "patience", strict=False)
+        check_non_negative(self, ("patience",))
 
 
 @dataclass(frozen=True)
@@ -119,9 +110,9 @@ class TrainingConfig:
 
     def __post_init__(self):
         check_field_types(self)
-        _positive(self, "head_epochs", "epochs", "unfreeze", "patience", strict=False)
-        _positive(self, "batch_size")
-        _choice("runtime", self.runtime, RUNTIMES)
+        check_non_negative(self, ("head_epochs", "epochs", "unfreeze", "patience"))
+        check_positive(self, ("batch_size",))
+        check_name("runtime", self.runtime, ("auto", *RUNTIMES))
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if self.head_epochs + (self.epochs if self.unfreeze else 0) == 0:

@@ -204,7 +204,7 @@ def _bad_config(root):
     lb, ulb = small_tree(root)
     (root / "c.yaml").write_text("loop:\n  threshold: high\n")
     return (["--data-clean", lb, "--data-raw", ulb, "--config", root / "c.yaml"],
-            "threshold must be a finite number, got 'high'")
+            "threshold must be a finite number or null, got 'high'")
 
 
 def _truth_without_columns(root):
@@ -218,7 +218,7 @@ ERROR_CASES = {
     "threshold-0": _flag_case("--threshold", 0, "--threshold must be in (0, 1], got 0.0"),
     "threshold-1.5": _flag_case("--threshold", 1.5, "--threshold must be in (0, 1], got 1.5"),
     "n-trials-negative": _flag_case("--n-trials", -1, "--n-trials must be >= 0, got -1"),
-    "unknown-policy": _flag_case("--policy", "greedy", "unknown policy 'greedy'; valid: fixed, flexmatch"),
+    "unknown-policy": _flag_case("--policy", "greedy", "unknown policy 'greedy'; valid: fixed, flexmatch, growth"),
     "unknown-model": _flag_case("--model", "notanet", "unknown model 'notanet'"),
     "only-one-class": ErrorCase(_one_class),
     "csv-missing-label-column": _csv_case(

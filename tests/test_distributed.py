@@ -33,7 +33,13 @@ def run(cmd: list, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("mode", list(MODES))
 def test_torchrun_two_processes_label_like_one(mode, tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"train": MODES[mode]}))
+    # Finetune mode: the temperature is fitted on cross-validated finetune fits, whose ~1e-6
+    # differences between one and two processes move it and so scale every confidence; this test
+    # compares the distributed machinery, so it reads the head's own probabilities. Confidence
+    # weighting is off there too: trial 1's confidences already differ by up to 0.0064 between one
+    # and two processes, and weighted they become trial 2's loss weights (0.013 at the end).
+    loop = {"calibration": "none", "confidence_weight": False} if mode == "finetune" else {}
+    config.write_text(yaml.safe_dump({"train": MODES[mode], "loop": loop}))
     one = [sys.executable, "-m", "autolabel", *ARGS, "--config", config]
     run([*one, "--cache-dir", tmp_path / "cache-1", "--out", tmp_path / "one"], tmp_path)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from classification.data import load_labeled, load_unlabeled
+from classification.digest import SEAL
 from classification.errors import InputError
 from embeddings.api import exact_search
 from embeddings.config import IndexConfig
@@ -91,18 +92,29 @@ def test_approximate_index_recall_against_exact():
         assert one_recall_at_k(I, I_exact, 10) > 0.9
 
 
+def unsealed(manifest: dict) -> dict:
+    """A manifest without its seal: how index folders were saved before manifests were sealed."""
+    return {k: v for k, v in manifest.items() if k != SEAL}
+
+
 def test_manifest_mismatch_is_refused(tmp_path):
     x, _, meta = blobs(n=300)
     EmbeddingIndex.build(x, meta, IndexConfig(pca=8)).save(tmp_path / "ix")
     manifest_path = tmp_path / "ix" / "manifest.json"
     good = manifest_path.read_text()
     manifest_path.write_text(good.replace('"count": 300', '"count": 301'))
+    with pytest.raises(InputError, match="manifest.json is damaged"):  # a hand edit breaks its seal
+        EmbeddingIndex.load(tmp_path / "ix")
+    manifest_path.write_text(json.dumps(unsealed(json.loads(good)) | {"count": 301}))  # as saved before seals
     with pytest.raises(InputError, match="does not match its manifest: manifest count 301 but index holds 300"):
         EmbeddingIndex.load(tmp_path / "ix")
     manifest_path.write_text(good)
     meta_path = tmp_path / "ix" / "metadata.csv"
     meta_path.write_text("\n".join(meta_path.read_text().splitlines()[:-1]) + "\n")
-    with pytest.raises(InputError, match="metadata.csv has 299 rows"):
+    with pytest.raises(InputError, match="metadata.csv is damaged"):  # its checksum
+        EmbeddingIndex.load(tmp_path / "ix")
+    manifest_path.write_text(json.dumps({k: v for k, v in unsealed(json.loads(good)).items() if k != "digests"}))
+    with pytest.raises(InputError, match="metadata.csv has 299 rows"):  # a folder from before digests
         EmbeddingIndex.load(tmp_path / "ix")
     with pytest.raises(InputError, match="not an index folder"):
         EmbeddingIndex.load(tmp_path)
@@ -187,7 +199,7 @@ def test_shard_and_config_problems_are_refused(tmp_path, one_thread):
     index = EmbeddingIndex.build(x, meta, IndexConfig(type="ivf", pca=8))
     index.save(tmp_path / "ix", shards=2)
     manifest_path, shard = tmp_path / "ix" / "manifest.json", tmp_path / "ix" / "index-1.faiss"
-    good = json.loads(manifest_path.read_text())
+    good = unsealed(json.loads(manifest_path.read_text()))  # edited below, as a manifest from before seals
     shard.rename(tmp_path / "spare")
     errors = []
     with pytest.raises(InputError, match=r"missing shard index-1.faiss \(the manifest lists 2\)") as e:
@@ -223,7 +235,7 @@ def test_format_1_folder_still_loads(tmp_path):
     index = EmbeddingIndex.build(x, meta, IndexConfig(type="ivf", pca=8))
     index.save(tmp_path / "ix")
     path = tmp_path / "ix" / "manifest.json"
-    manifest = json.loads(path.read_text())
+    manifest = unsealed(json.loads(path.read_text()))
     for key in ("shards", "vectors"):
         del manifest[key]
     for key in ("pq_m", "rerank", "train_size", "seed"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 import shutil
 
 import numpy as np
+import torch
 import pytest
 
 from classification.checkpoint import load_checkpoint, save_checkpoint
@@ -66,22 +67,38 @@ def test_checkpoint_round_trip_predicts_identically(trained, sample, cache, tmp_
 
 def test_same_seed_same_head(sample, cache, trained):
     again, _ = _train(sample, cache)
-    a = trained[0].model.classifier.weight.detach().numpy()
-    assert np.array_equal(a, again.model.classifier.weight.detach().numpy())
+    a, b = trained[0].model.classifier.state_dict(), again.model.classifier.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_corrupt_file_is_skipped_and_reported(sample, cache, tmp_path, trained):
+@pytest.fixture
+def broken_pool(sample, tmp_path):
+    """data/test/cat's 20 images and broken.jpg, whose headers are intact but whose scan is cut
+    short: loading accepts it and only decoding finds the damage."""
     pool = tmp_path / "pool"
     shutil.copytree(sample / "test" / "cat", pool)
     data = sorted(pool.glob("*.jpg"))[0].read_bytes()
-    # headers intact, scan cut short: loading accepts it and only decoding finds the damage
     (pool / "broken.jpg").write_bytes(data[: data.index(b"\xff\xda") + 200])
     from classification.data import load_unlabeled
 
-    images = load_unlabeled(pool)
+    return pool, load_unlabeled(pool)
+
+
+def test_corrupt_file_is_skipped_and_reported(broken_pool, cache, trained):
+    pool, images = broken_pool
     pred = predict(trained[0].model, images, trained[0].data_cfg, cache)
     assert pred.ok.sum() == 20 and not pred.ok[images.paths.index(str(pool / "broken.jpg"))]
     assert [p for p, _ in pred.skipped] == [str(pool / "broken.jpg")]
+
+
+def test_fit_result_predicts_the_argmax_or_minus_one(broken_pool, cache, trained):
+    pool, images = broken_pool
+    result = trained[0]
+    guess = result.predict(images, cache)
+    probs = result.predict_probs(images, cache)
+    assert guess.shape == (21,) and guess[images.paths.index(str(pool / "broken.jpg"))] == -1
+    assert np.array_equal(guess[probs.ok], probs.probs[probs.ok].argmax(1)) and (guess[probs.ok] >= 0).all()
+    assert np.array_equal(probs.probs, predict(result.model, images, result.data_cfg, cache).probs)
 
 
 @pytest.mark.slow

@@ -1,6 +1,8 @@
 """The autolabel loop on the bundled sample: invariants, stopping, determinism, honest audit."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -48,7 +50,7 @@ def test_zero_trials_equals_supervised_only(sets, cache):
 
 def test_human_labels_never_change(fitted, sets):
     lb = sets[0]
-    frame = dataset_frame(fitted)
+    frame = dataset_frame(fitted.state_)
     human = frame[frame.source == "human"]
     assert human.path.tolist() == lb.paths
     assert human.label.tolist() == [lb.classes[y] for y in lb.labels]
@@ -74,7 +76,7 @@ def test_threshold_one_stops_with_nothing_more_to_label(sample, tmp_path, cache_
 
 def test_same_seed_same_dataset_csv(sets, cache, tmp_path, fitted):
     again = _loop(sets, cache)
-    assert dataset_frame(again).equals(dataset_frame(fitted))
+    assert dataset_frame(again.state_).equals(dataset_frame(fitted.state_))
 
 
 def test_shuffled_truth_changes_no_accepted_label(sets, cache, sample, tmp_path):
@@ -113,14 +115,46 @@ def test_default_command_runs_on_the_bundled_sample(tmp_path, monkeypatch, cache
     assert len(runs) == 1 and "stopped:" in out
     names = {p.name for p in runs[0].iterdir()}
     assert {"dataset.csv", "metrics.json", "state.json", "checkpoint", "trials", "config.yaml"} <= names
+    # the invariant the loop exists for: its final model beats trial 1's (trained on human labels only)
+    metrics = json.loads((runs[0] / "metrics.json").read_text())
+    assert metrics["final"]["test_accuracy"] > metrics["trials"][0]["test_accuracy"]
+    assert all(0 < r["estimated_precision"] <= 1 for r in metrics["trials"])
+    assert 0 < metrics["final"]["estimated_precision"] <= 1
+
+
+def test_metrics_json_has_the_estimated_precision_of_every_trial_and_the_final_set(fitted, tmp_path):
+    RunWriter(tmp_path, {}).finish(fitted.state_)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    classes = fitted.classes_
+    for r in metrics["trials"]:
+        assert 0 < r["estimated_precision"] <= 1 and r["temperature"] > 0
+        assert set(r["estimated_precision_per_class"]) == set(classes)
+    # each label scored by trial 1's calibrated head (human labels only): its chance of being right
+    labels, reference = fitted.pseudo_labels_, fitted.state_.reference
+    scores = reference[np.arange(len(labels)), np.maximum(labels, 0)]
+    final = metrics["final"]
+    assert final["estimated_precision"] == pytest.approx(float(scores[labels >= 0].mean()))
+    for c, name in enumerate(classes):
+        expected = float(scores[labels == c].mean()) if (labels == c).any() else None
+        assert final["estimated_precision_per_class"][name] == pytest.approx(expected)
+    assert final["estimated_precision"] == metrics["trials"][-1]["estimated_precision"]
+
+
+def test_threshold_with_target_precision_is_a_one_line_usage_error(tmp_path, cache_dir, capsys):
+    code = main(["--threshold", "0.8", "--target-precision", "0.9", "--out", str(tmp_path / "run"),
+                 "--cache-dir", str(cache_dir), "--no-mlflow"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--threshold and --target-precision are exclusive" in err
+    assert err.count("\n") == 1 and "Traceback" not in err
 
 
 def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
-    from autolabel.cli.run import resolve_configs
+    from autolabel.settings import resolve_configs
     from tests.conftest import REPO
 
     train, loop = resolve_configs(REPO / "configs" / "default.yaml", {"seed": 3}, {"n_trials": 2})
-    assert train.mode == "head" and train.seed == 3 and loop.policy == "flexmatch" and loop.n_trials == 2
+    assert train.mode == "head" and train.seed == 3 and loop.policy == "growth" and loop.n_trials == 2
+    assert loop.threshold is None and loop.target_precision is None and loop.calibration == "cv"
     bad = tmp_path / "bad.yaml"
     bad.write_text("loop:\n  treshold: 0.9\n")
     from classification.errors import InputError
@@ -131,16 +165,51 @@ def test_bundled_config_resolves_and_unknown_keys_are_refused(tmp_path):
 def test_ood_guard_refuses_digits_mixed_into_the_pool(sets, cache, sample):
     lb, ulb, test = sets
     pool = ulb.concat(load_unlabeled(sample / "ood_mnist"))
-    loop = LoopConfig(n_trials=1, threshold=0.5)
+    loop = LoopConfig(n_trials=1, threshold=0.5, policy="flexmatch", calibration="none")
     labeler = PseudoLabeler(loop, TRAIN, cache).fit(lb, pool, test=test)
     digit = np.array(["ood_mnist" in p for p in labeler.unlabeled_.paths])
     assert digit.sum() == 20
     assert labeler.ood_refused_[digit].mean() >= 0.6 and labeler.ood_refused_[~digit].mean() <= 0.15
     assert (labeler.pseudo_labels_[labeler.ood_refused_] == -1).all()
     assert labeler.history_[0]["refused_ood"] <= labeler.ood_refused_.sum()
-    frame = dataset_frame(labeler)
+    frame = dataset_frame(labeler.state_)
     pseudo = frame[frame.source == "pseudo"]
     assert pseudo.ood_score.notna().all() and (pseudo.ood_score <= labeler.ood_.threshold_).all()
-    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, ood_guard=False), TRAIN, cache).fit(lb, pool)
+    off = PseudoLabeler(LoopConfig(n_trials=1, threshold=0.5, policy="flexmatch", calibration="none",
+                                   ood_guard=False), TRAIN,
+                        cache).fit(lb, pool)
     assert not off.ood_refused_.any() and np.isnan(off.ood_score_).all()
     assert (off.pseudo_labels_[digit] >= 0).any()  # without the guard some digits get a class
+
+
+def test_the_thresholds_written_are_the_ones_applied(fitted):
+    from autolabel.outputs import trial_frame
+
+    frame = trial_frame(fitted.state_)
+    record = fitted.history_[-1]
+    classes = fitted.classes_
+    passed = (frame.confidence >= frame.threshold) & (frame.prediction != "") & ~frame.ood_refused
+    assert (frame.accepted == passed).all()
+    bars = frame.prediction.map(record["thresholds"])
+    assert np.allclose(frame.threshold[frame.prediction != ""], bars[frame.prediction != ""])
+    assert set(record["thresholds"]) == set(classes)
+
+
+@pytest.mark.parametrize("weighted", [True, False])
+def test_pseudo_labels_weigh_their_calibrated_confidence_in_the_loss(sets, cache, monkeypatch, weighted):
+    import autolabel.loop as loop_module
+    seen = []
+
+    def spy(*args, **kw):  # the real fit, recording the weights it was given
+        seen.append((args[1], kw["strong"], kw["sample_weight"]))
+        return fit(*args, **kw)
+
+    fit = loop_module.fit
+    monkeypatch.setattr(loop_module, "fit", spy)
+    labeler = _loop(sets, cache, n_trials=1, confidence_weight=weighted)
+    train, strong, weight = seen[-1]  # the final fit: human labels, then the accepted pseudo-labels
+    acc = labeler.state_.accepted
+    assert strong.sum() == len(acc) > 0 and (weight[~strong] == 1).all()
+    expected = labeler.state_.confidence[acc] if weighted else np.ones(len(acc))
+    np.testing.assert_allclose(weight[strong], expected, rtol=1e-6)
+    assert weighted == (weight[strong] < 1).any()

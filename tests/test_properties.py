@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from autolabel.audit import load_truth
-from autolabel.cli.run import resolve_configs
 from autolabel.config import LoopConfig
+from autolabel.settings import resolve_configs
 from classification.config import TrainConfig
 from classification.data import ImageSet, load_labeled, load_unlabeled
 from classification.errors import InputError
@@ -169,7 +169,7 @@ def test_any_text_as_a_config(text):
 
 
 @pytest.mark.parametrize("text,message", [
-    pytest.param("loop:\n  threshold: high\n", "threshold must be a finite number, got 'high'", id="str-for-float"),
+    pytest.param("loop:\n  balance: high\n", "balance must be a finite number, got 'high'", id="str-for-float"),
     pytest.param("loop:\n  n_trials: 1.5\n", "n_trials must be an integer, got 1.5", id="float-for-int"),
     pytest.param("loop:\n  policy: [fixed]\n", "policy must be a string, got ['fixed']", id="list-for-str"),
     pytest.param("train:\n  lr: .nan\n", "lr must be a finite number, got nan", id="nan"),

@@ -18,10 +18,12 @@ import torch
 import yaml
 
 from autolabel.cli import main
-from autolabel.resume import CRASH_ENV
 from classification import fileio
+from classification.digest import sealed
+from tests.conftest import REPO
+from tests.crash import CRASH_ENV
 
-RUN = "from autolabel.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
+RUN = "import tests.crash; tests.crash.install(); from autolabel.cli import main; import sys; sys.exit(main(sys.argv[1:]))"
 ARGS = ["--quiet", "--no-mlflow", "--n-trials", "4", "--img-size", "64"]
 RESULTS = ["dataset.csv", "metrics.json"] + [f"trials/trial_{i:02d}.csv" for i in range(1, 5)]
 
@@ -29,7 +31,8 @@ RESULTS = ["dataset.csv", "metrics.json"] + [f"trials/trial_{i:02d}.csv" for i i
 def autolabel(*args, crash: str | None = None) -> subprocess.CompletedProcess:
     # One thread: on a busy 2-core machine torch's intra-op threads contend and L-BFGS runs ~10x
     # slower. Every run here (baseline and resumed) uses the same setting, so results compare.
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     env.pop(CRASH_ENV, None)
     if crash:
         env[CRASH_ENV] = crash
@@ -137,7 +140,7 @@ def test_resume_refuses_changed_images(baseline, sample, tmp_path, capsys):
     saved = yaml.safe_load((run / "config.yaml").read_text())
     saved["data"].update(data_raw=str(pool), truth=None, test=None)  # as if the pool had changed on disk
     (run / "config.yaml").write_text(yaml.safe_dump(saved, sort_keys=False))
-    (run / "state.json").write_text(json.dumps({**state(run), "finished": False}))
+    (run / "state.json").write_text(json.dumps(sealed({**state(run), "finished": False})))
     assert main(["--no-mlflow", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "differ from the ones the run started with" in err

@@ -148,7 +148,7 @@ def test_a_failure_mid_run_warns_once_and_turns_tracking_off(tmp_path, caplog):
     tracker.active, tracker.client, tracker.run_id, tracker.experiment_id = True, BrokenClient(), "p", "1"
     with caplog.at_level(logging.WARNING, logger="autolabel.tracking"):
         tracker.on_epoch({"trial": 1, "epoch": 0, "train_loss": 1.0})
-        tracker({"trial": 1, "accepted": 3}, labeler=None)
+        tracker({"trial": 1, "accepted": 3}, None)
         tracker.fail()
     assert not tracker.active and tracker.describe() is None
     assert [r.getMessage() for r in caplog.records] == [
@@ -182,12 +182,12 @@ def test_server_gets_a_parent_run_and_one_child_per_trial(server, sample, cache_
     for run in [parents[0], *children]:
         params = run.data.params
         assert (params["threshold"], params["policy"], params["mode"], params["model"]) == \
-            ("0.8", "flexmatch", "head", "efficientnet_lite0")
+            ("None", "growth", "head", "tf_efficientnet_lite0")
         assert params["train.img_size"] == "128" and params["loop.n_trials"] == "2"
     assert children[1].data.params["trial"] == "2"
 
     trials = json.loads((tmp_path / "run" / "metrics.json").read_text())["trials"]
-    for key in ("accepted", "coverage", "precision"):
+    for key in ("accepted", "coverage", "precision", "estimated_precision"):
         history = client.get_metric_history(parent, key)
         assert [m.step for m in history] == [1, 2]
         local = [t["audit"]["precision"] if key == "precision" else t[key] for t in trials]
@@ -198,9 +198,12 @@ def test_server_gets_a_parent_run_and_one_child_per_trial(server, sample, cache_
         assert len(epochs) >= 2 and [m.step for m in epochs] == list(range(len(epochs)))
         assert len(client.get_metric_history(cid, "val_macro_f1")) == len(epochs)
         assert [m.step for m in client.get_metric_history(cid, "accepted")] == [i]
-        assert {"precision", "test_accuracy", "threshold_airplane"} <= set(child.data.metrics)
+        assert {"precision", "test_accuracy", "threshold_airplane", "estimated_precision", "temperature",
+                "estimated_precision_airplane"} <= set(child.data.metrics)
         assert [f.path for f in client.list_artifacts(cid, "trials")] == [f"trials/trial_{i:02d}.csv"]
 
+    final = json.loads((tmp_path / "run" / "metrics.json").read_text())["final"]
+    assert client.get_run(parent).data.metrics["final_estimated_precision"] == pytest.approx(final["estimated_precision"])
     names = {f.path for f in client.list_artifacts(parent)}
     assert {"config.yaml", "dataset.csv", "metrics.json", "checkpoint"} | PICTURES <= names
     assert {f.path for f in client.list_artifacts(parent, "checkpoint")} == \

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-import classification.views as views_mod
+import classification.train.views as views_mod
 from classification.cache import FeatureCache
 from classification.config import TrainConfig
-from classification.head import _lbfgs_epoch_fn
 from classification.losses import create_loss
-from classification.views import ViewStore
+from classification.train.steps import ViewSet, lbfgs_epoch_fn
+from classification.train.views import ViewStore
 
 
 def _views(n=50, slots=3, dim=8, seed=0):
@@ -53,7 +53,7 @@ def test_blockwise_lbfgs_matches_one_batch(monkeypatch, block_rows):
         head = torch.nn.Linear(6, 3)
         opt = torch.optim.LBFGS(head.parameters(), lr=1.0)
         with ViewStore.from_array(x, distinct) as store:
-            epoch = _lbfgs_epoch_fn(head, opt, create_loss("ce"), store, y, w, rows, TrainConfig(), None)
+            epoch = lbfgs_epoch_fn(head, opt, create_loss("ce"), ViewSet(store, y, w), rows, TrainConfig().l2)
             loss = [epoch(i) for i in range(2)]
         heads.append((head.weight.detach().numpy().copy(), loss))
     assert np.allclose(heads[0][0], heads[1][0], atol=1e-4)

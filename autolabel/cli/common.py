@@ -1,15 +1,14 @@
-"""What every command shares: logging setup, the feature cache location, config helpers."""
+"""What every command shares: logging setup, the feature cache location, config helpers, the
+tracking choice. (The options several commands take are in autolabel.cli.options.)"""
 from __future__ import annotations
 
 import logging
 import os
 from pathlib import Path
 
-from classification.cache import FeatureCache
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("AUTOLABEL_CACHE", Path.home() / ".cache" / "autolabel"))
+from autolabel.settings import open_cache
+from autolabel.tracking_tools import tracking_choice
+from embeddings.features import Embedder
 
 
 STATE = {"quiet": False, "debug": False}
@@ -29,8 +28,10 @@ def progress_enabled() -> bool:
     return not STATE["quiet"]
 
 
-def open_cache(cache_dir: Path | None) -> FeatureCache:
-    return FeatureCache(cache_dir if cache_dir is not None else default_cache_dir())
+def open_embedder(model: str, img_size: int | None, cache_dir: Path | None, workers: int | None) -> Embedder:
+    """The frozen backbone `index` and `ood` embed with, on the feature cache, with a progress bar."""
+    return Embedder(model, img_size=img_size, cache=open_cache(cache_dir), workers=workers,
+                    progress=progress_enabled())
 
 
 def weights_choice(weights: Path | None, pretrained: bool | None) -> str | None:
@@ -40,6 +41,11 @@ def weights_choice(weights: Path | None, pretrained: bool | None) -> str | None:
     if pretrained is None:
         return "auto"
     return "hub" if pretrained else None
+
+
+def tracking_for(ctx, mlflow: bool | None, uri: str | None, experiment: str | None) -> dict | None:
+    """A command's MLflow choice, what it leaves unset taken from the root command's flags."""
+    return tracking_choice(mlflow, uri, experiment, ctx.parent.params if ctx.parent else None)
 
 
 def print_skips(echo, skipped: list[tuple[str, str]]) -> None:

@@ -9,8 +9,9 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import open_cache, print_skips, progress_enabled
-from autolabel.cli.run import resolve_configs, resolve_sources
-from autolabel.grid import METRICS, GridInputs, expand, run_grid
+from autolabel.grid import METRICS, GridJob, expand, run_grid
+from autolabel.run import RunInputs
+from autolabel.settings import resolve_configs, resolve_sources
 from autolabel.tracking import flatten
 from autolabel.tracking_tools import GridTracker, tracking_choice
 from classification.errors import InputError
@@ -41,18 +42,20 @@ def grid(
     data_clean, data_raw, truth, test = resolve_sources(data_clean, data_raw, truth, test)
     metric = _metric(metric, test, truth)
     out = _grid_dir(out)
-    inputs = GridInputs.load(data_clean, data_raw, test, truth)
+    sources = {"data_clean": str(data_clean), "data_raw": str(data_raw),
+               "test": str(test) if test else None, "truth": str(truth) if truth else None}
+    inputs = RunInputs.load(sources)
     tracking = tracking_choice(mlflow, tracking_uri, experiment, ctx.parent.params if ctx.parent else None)
     varied = [p for p, _ in combos[0].settings]
-    tracker = _tracker(tracking, varied, train_cfg, loop_cfg, inputs.sources, metric, out)
+    tracker = _tracker(tracking, varied, train_cfg, loop_cfg, inputs.data, metric, out)
     typer.echo(f"autolabel grid: {len(combos)} combinations of {len(inputs.labeled)} human labels and "
                f"{len(inputs.pool)} unlabelled images -> {out}")
 
     def announce(combo, folder):
         typer.echo(f"[{combo.index}/{len(combos)}] {combo.name} -> {folder}")
 
-    ranked = run_grid(combos, train_cfg, loop_cfg, inputs, out, open_cache(cache_dir), metric, tracker=tracker,
-                      progress=progress_enabled(), announce=announce)
+    job = GridJob(combos, train_cfg, loop_cfg, inputs, out, metric)
+    ranked = run_grid(job, open_cache(cache_dir), tracker=tracker, progress=progress_enabled(), announce=announce)
     if tracker:
         tracker.finish(ranked, metric, out / "grid.csv")
     _table(ranked, metric, [p.name for p in varied])

@@ -10,30 +10,42 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 
-from autolabel.cli.common import open_cache, print_skips, progress_enabled
-from classification.data import ImageSet, load_files, load_unlabeled
+from autolabel.cli.common import open_embedder, print_skips
+from autolabel.cli.options import BACKBONE, CACHE_DIR, IMG_SIZE, THREADS, WORKERS, int_list
 from classification.errors import InputError
-from embeddings.api import add_images, build_index, load_images, query_images, recall_report
+from classification.locks import exclusive, index_lock
+from embeddings.api import add_images, build_index, load_images, load_queries, query_images, recall_report
 from embeddings.config import IndexConfig
-from embeddings.features import Embedder
 from embeddings.index import EmbeddingIndex, set_threads
 from embeddings.projector import export_projector
 
 app = typer.Typer(help="Embedding index: PCA + FAISS, nearest neighbours, recall@k.", no_args_is_help=True)
 
-CACHE = typer.Option(None, "--cache-dir", help="Feature cache folder (default: ~/.cache/autolabel).")
-THREADS = typer.Option(0, "--threads", help="FAISS threads (default: all cores).")
-WORKERS = typer.Option(None, "--workers", help="Decoding workers (default: cores - 1).")
+INDEX_DIR = typer.Argument(..., help="Index folder.")
+NPROBE = typer.Option(None, "--nprobe", help="ivf, ivfpq: lists visited per query.")
 RERANK = typer.Option(None, "--rerank", help="Re-rank N * k candidates by exact distance (vectors.npy); 0 = off "
                       "(default: as built).")
 
 
-def embedder_for(manifest: dict, cache_dir, workers) -> Embedder:
+def embedder_for(manifest: dict, cache_dir, workers):
     """The embedder an index was built with (its model and input size)."""
-    return Embedder(manifest["model"], img_size=manifest["img_size"], cache=open_cache(cache_dir),
-                    workers=workers, progress=progress_enabled())
+    if not isinstance(manifest.get("model"), str) or not isinstance(manifest.get("img_size"), int):
+        raise InputError("the index's manifest.json names no model and input size (an index built from "
+                         "arrays, or a damaged manifest): query it with vectors from Python, or rebuild it "
+                         "with `autolabel index build`")
+    return open_embedder(manifest["model"], manifest["img_size"], cache_dir, workers)
+
+
+def open_index(index_dir: Path, threads: int, nprobe: Optional[int], rerank: Optional[int]) -> EmbeddingIndex:
+    """An index to search (memory-mapped) with `threads` FAISS threads, its search settings
+    overridden where given."""
+    set_threads(threads)
+    index = EmbeddingIndex.load(index_dir, mmap=True)
+    index.tune(nprobe=nprobe, rerank=rerank)
+    return index
 
 
 @app.command("build")
@@ -48,10 +60,10 @@ def build(
     rerank: int = typer.Option(0, "--rerank", help="Keep the float32 vectors on disk (vectors.npy) and re-rank "
                                "N * k candidates by exact distance at query time; 0 = off."),
     shards: int = typer.Option(1, "--shards", help="Save the index over this many files (flat, ivf, ivfpq)."),
-    model: str = typer.Option("efficientnet_lite0", "--model", help="timm backbone for the embeddings."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
+    model: str = BACKBONE,
+    img_size: Optional[int] = IMG_SIZE,
     force: bool = typer.Option(False, "--force", help="Replace an existing index folder."),
-    cache_dir: Optional[Path] = CACHE, threads: int = THREADS, workers: Optional[int] = WORKERS,
+    cache_dir: Optional[Path] = CACHE_DIR, threads: int = THREADS, workers: Optional[int] = WORKERS,
 ):
     """Embed images and build a PCA + FAISS index folder."""
     if (out / "manifest.json").exists() and not force:
@@ -60,53 +72,55 @@ def build(
     if shards < 1:
         raise InputError(f"--shards must be >= 1, got {shards}")
     set_threads(threads)
-    embedder = Embedder(model, img_size=img_size, cache=open_cache(cache_dir), workers=workers,
-                        progress=progress_enabled())
-    index, skipped = build_index(load_images(images), embedder, cfg)
-    index.save(out, shards=shards)
-    m = index.manifest
-    ratio = m["explained_variance_ratio"]
-    typer.echo(f"indexed {m['count']} images ({m['factory']}, {m['input_dim']} -> {m['pca_dim'] or m['input_dim']} dims"
-               + (f", PCA explained variance {ratio:.1%}" if ratio is not None else "")
-               + (f", {shards} shards" if shards > 1 else "") + f") -> {out}")
+    with exclusive(index_lock(out), f"index folder {out}"):
+        if (out / "manifest.json").exists() and not force:  # again, now that no one else writes it
+            raise InputError(f"{out} already holds an index; use `autolabel index add` or --force")
+        index, skipped = build_index(load_images(images), open_embedder(model, img_size, cache_dir, workers), cfg)
+        index.save(out, shards=shards)
+    typer.echo(f"indexed {_describe(index.manifest, shards)} -> {out}")
     print_skips(typer.echo, skipped)
+
+
+def _describe(m: dict, shards: int) -> str:
+    """"N images (factory, d -> d' dims, PCA explained variance, shards)" for the build's last line."""
+    ratio = m["explained_variance_ratio"]
+    return (f"{m['count']} images ({m['factory']}, {m['input_dim']} -> {m['pca_dim'] or m['input_dim']} dims"
+            + (f", PCA explained variance {ratio:.1%}" if ratio is not None else "")
+            + (f", {shards} shards" if shards > 1 else "") + ")")
 
 
 @app.command("add")
 def add(
-    index_dir: Path = typer.Argument(..., help="Index folder."),
+    index_dir: Path = INDEX_DIR,
     images: Path = typer.Option(..., "--images", help="A folder or CSV of images to add."),
-    cache_dir: Optional[Path] = CACHE, threads: int = THREADS, workers: Optional[int] = WORKERS,
+    cache_dir: Optional[Path] = CACHE_DIR, threads: int = THREADS, workers: Optional[int] = WORKERS,
 ):
     """Add images to an index without retraining it (content already indexed is left out)."""
     set_threads(threads)
-    index = EmbeddingIndex.load(index_dir)
-    added, skipped = add_images(index, load_images(images), embedder_for(index.manifest, cache_dir, workers))
-    index.save(index_dir)
+    with exclusive(index_lock(index_dir), f"index folder {index_dir}"):  # load, add, save: one writer
+        index = EmbeddingIndex.load(index_dir)
+        added, skipped = add_images(index, load_images(images), embedder_for(index.manifest, cache_dir, workers))
+        index.save(index_dir)
     typer.echo(f"added {added} images; the index holds {index.manifest['count']}")
     print_skips(typer.echo, skipped)
 
 
 @app.command("query")
 def query(
-    index_dir: Path = typer.Argument(..., help="Index folder."),
+    index_dir: Path = INDEX_DIR,
     images: list[Path] = typer.Argument(..., help="Query images (files or folders)."),
     k: int = typer.Option(5, "-k", "--k", help="Neighbours per query."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
-    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivf, ivfpq: lists visited per query."),
+    nprobe: Optional[int] = NPROBE,
     rerank: Optional[int] = RERANK,
-    cache_dir: Optional[Path] = CACHE, threads: int = THREADS, workers: Optional[int] = WORKERS,
+    cache_dir: Optional[Path] = CACHE_DIR, threads: int = THREADS, workers: Optional[int] = WORKERS,
 ):
     """Print the k nearest indexed images of each query: path, label, distance."""
-    set_threads(threads)
-    index = EmbeddingIndex.load(index_dir, mmap=True)
-    index.tune(nprobe=nprobe, rerank=rerank)
-    queries = _query_set(images)
+    index = open_index(index_dir, threads, nprobe, rerank)
+    queries = load_queries(images)
     frame = query_images(index, queries, embedder_for(index.manifest, cache_dir, workers), k)
     if as_json:
-        grouped = [{"query": q, "neighbours": g.drop(columns="query").to_dict("records")}
-                   for q, g in frame.groupby("query", sort=False)]
-        typer.echo(json.dumps(grouped, indent=2))
+        typer.echo(json.dumps(_grouped(frame), indent=2))
         return
     for q, group in frame.groupby("query", sort=False):
         typer.echo(q)
@@ -115,26 +129,26 @@ def query(
     print_skips(typer.echo, queries.skipped)
 
 
+def _grouped(frame: pd.DataFrame) -> list[dict]:
+    return [{"query": q, "neighbours": g.drop(columns="query").to_dict("records")}
+            for q, g in frame.groupby("query", sort=False)]
+
+
 @app.command("recall")
 def recall(
-    index_dir: Path = typer.Argument(..., help="Index folder."),
+    index_dir: Path = INDEX_DIR,
     queries: Path = typer.Option(..., "--queries", help="Labelled queries: a folder per class or a path,label CSV."),
     ks: str = typer.Option("1,3,5,10", "--k", help="Comma-separated k values."),
-    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="ivf, ivfpq: lists visited per query."),
+    nprobe: Optional[int] = NPROBE,
     rerank: Optional[int] = RERANK,
-    cache_dir: Optional[Path] = CACHE, threads: int = THREADS, workers: Optional[int] = WORKERS,
+    cache_dir: Optional[Path] = CACHE_DIR, threads: int = THREADS, workers: Optional[int] = WORKERS,
 ):
     """Label recall@k (a neighbour with the query's label in the top k) and, for ivf/hnsw (ivfpq
     with --rerank), 1-recall@k against exact search."""
-    try:
-        k_values = tuple(sorted({int(v) for v in ks.split(",") if v.strip()}))
-    except ValueError:
-        raise InputError(f"--k must be comma-separated integers, got {ks!r}") from None
+    k_values = tuple(sorted(set(int_list(ks, "--k"))))
     if not k_values or k_values[0] < 1:
         raise InputError(f"--k values must be >= 1, got {ks!r}")
-    set_threads(threads)
-    index = EmbeddingIndex.load(index_dir, mmap=True)
-    index.tune(nprobe=nprobe, rerank=rerank)
+    index = open_index(index_dir, threads, nprobe, rerank)
     report = recall_report(index, load_images(queries), embedder_for(index.manifest, cache_dir, workers), k_values)
     typer.echo(f"{report['queries']} queries against {report['index_size']} indexed images")
     typer.echo("k      " + "  ".join(f"{k:>6}" for k in k_values))
@@ -145,20 +159,10 @@ def recall(
 
 @app.command("export-projector")
 def projector(
-    index_dir: Path = typer.Argument(..., help="Index folder."),
+    index_dir: Path = INDEX_DIR,
     out: Optional[Path] = typer.Option(None, "--out", help="Folder to write (default: INDEX/projector)."),
 ):
     """Write TensorBoard projector TSVs and a 2-D scatter PNG coloured by label."""
     index = EmbeddingIndex.load(index_dir)
     info = export_projector(index, out or index_dir / "projector")
     typer.echo(f"exported {info['points']} vectors ({info['dim']} dims) -> {info['folder']}")
-
-
-def _query_set(paths: list[Path]) -> ImageSet:
-    """Files and folders given on the command line, as one unlabelled image set."""
-    out = load_files([p for p in paths if not p.is_dir()])
-    for folder in (p for p in paths if p.is_dir()):
-        out = out.concat(load_unlabeled(folder))
-    if len(out) == 0:
-        raise InputError("no query images found")
-    return out

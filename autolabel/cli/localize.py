@@ -8,10 +8,13 @@ from typing import Optional
 import typer
 import yaml
 
-from autolabel.cli.common import default_cache_dir, open_cache, print_skips, progress_enabled
+from autolabel.cli.common import print_skips, progress_enabled
+from autolabel.settings import default_cache_dir, open_cache
 from classification.data import load_unlabeled
 from classification.errors import InputError, first_line
 from classification.fileio import write_csv
+from classification.registry import check_name
+from classification.runtime import RUNTIMES
 from localization.checkpoint import load_localizer
 from localization.config import LocalizeConfig
 from localization.data import load_boxes
@@ -81,8 +84,7 @@ def predict(
     cache_dir: Optional[Path] = typer.Option(None, help="Where the ONNX export is cached (default: ~/.cache/autolabel)."),
 ):
     """Predict a class and a box for every image."""
-    if runtime not in ("auto", "onnx", "torch"):
-        raise InputError(f"unknown runtime {runtime!r}; valid: auto, onnx, torch")
+    check_name("runtime", runtime, ("auto", *RUNTIMES))
     trained = load_localizer(checkpoint)
     pool = load_unlabeled(images)
     start = time.perf_counter()

@@ -6,12 +6,11 @@ from typing import Optional
 
 import typer
 
-from autolabel.cli.common import open_cache, print_skips, progress_enabled
-from autolabel.cli.index import CACHE, WORKERS
+from autolabel.cli.common import open_embedder, print_skips
+from autolabel.cli.options import BACKBONE, CACHE_DIR, IMG_SIZE, WORKERS
 from classification.data import load_labeled
 from classification.fileio import write_csv
 from embeddings.api import load_images
-from embeddings.features import Embedder
 from embeddings.ood import load_ood_truth, ood_metrics, score_ood
 
 app = typer.Typer(help="Out-of-class scores: distance to the k-th nearest labelled image.", no_args_is_help=True)
@@ -25,14 +24,13 @@ def score(
     tpr: float = typer.Option(0.95, "--tpr", help="Share of labelled images the threshold keeps."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="path,ood CSV (1 = out of class): adds AUROC and FPR@TPR."),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write: path,score,refused."),
-    model: str = typer.Option("efficientnet_lite0", "--model", help="timm backbone for the embeddings."),
-    img_size: Optional[int] = typer.Option(None, "--img-size", help="Input size (default: the model's)."),
-    cache_dir: Optional[Path] = CACHE, workers: Optional[int] = WORKERS,
+    model: str = BACKBONE,
+    img_size: Optional[int] = IMG_SIZE,
+    cache_dir: Optional[Path] = CACHE_DIR, workers: Optional[int] = WORKERS,
 ):
     """Score images by their distance to the labelled ones; refuse those above the calibrated
     threshold (leave-one-out on the labelled images keeps --tpr of them)."""
-    embedder = Embedder(model, img_size=img_size, cache=open_cache(cache_dir), workers=workers,
-                        progress=progress_enabled())
+    embedder = open_embedder(model, img_size, cache_dir, workers)
     frame, detector, skipped = score_ood(load_labeled(labeled), load_images(images), embedder, k, tpr)
     if out is not None:
         write_csv(out, frame)
@@ -42,8 +40,11 @@ def score(
     typer.echo(f"threshold {detector.threshold_:.4f} (k={detector.k_}, keeps {tpr:.0%} of labelled images); "
                f"refused {int(frame['refused'].sum())} of {len(frame)}" + (f" -> {out}" if out else ""))
     if truth is not None:
-        m = ood_metrics(frame, load_ood_truth(truth), tpr)
-        typer.echo(f"with truth ({m['n_in']} in-class, {m['n_ood']} out-of-class): AUROC {m['auroc']:.3f}, "
-                   f"FPR@{tpr:.0%}TPR {m['fpr_at_tpr']:.3f}, refused {m['refused_ood']:.1%} of out-of-class "
-                   f"and {m['refused_in']:.1%} of in-class")
+        _print_truth(ood_metrics(frame, load_ood_truth(truth), tpr), tpr)
     print_skips(typer.echo, skipped)
+
+
+def _print_truth(m: dict, tpr: float) -> None:
+    typer.echo(f"with truth ({m['n_in']} in-class, {m['n_ood']} out-of-class): AUROC {m['auroc']:.3f}, "
+               f"FPR@{tpr:.0%}TPR {m['fpr_at_tpr']:.3f}, refused {m['refused_ood']:.1%} of out-of-class "
+               f"and {m['refused_in']:.1%} of in-class")

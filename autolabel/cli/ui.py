@@ -6,20 +6,14 @@ directory, artifacts under ./mlruns) with `mlflow server` (`mlflow ui` is its al
 """
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 from typing import Optional
 
 import typer
 
-from autolabel.tracking import DEFAULT_EXPERIMENT
-from autolabel.tracking_store import ensure_experiment, is_http, probe, resolve_tracking_uri, runs_url
-from classification.errors import InputError, first_line
-
-STARTUP_SECONDS = 120  # mlflow server took 15-20 s to answer /health on a busy 2-core machine
+from autolabel.tracking_store import DEFAULT_EXPERIMENT, is_http, resolve_tracking_uri, runs_url
+from autolabel.tracking_ui import (Terminated, check_port, experiment_id, local_url, start_server, stop,
+                                   terminated_as_interrupt, wait_ready)
+from classification.errors import InputError
 
 
 def ui(
@@ -31,71 +25,23 @@ def ui(
     """Start the MLflow UI on the tracked runs (compare trials, see pictures and datasets)."""
     store = resolve_tracking_uri(tracking_uri)
     if is_http(store):  # a server is already running: just point at it
-        typer.echo(f"MLflow UI: {runs_url(store, _experiment_id(store, experiment))}")
+        typer.echo(f"MLflow UI: {runs_url(store, experiment_id(store, experiment))}")
         return
-    _check_port(host, port)
-    exp_id = _experiment_id(store, experiment)
-    url = runs_url(f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}", exp_id)
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
-           # where the runs put their artifacts when they logged to this store themselves
-           "--default-artifact-root", (Path.cwd() / "mlruns").as_uri(),
-           "--host", host, "--port", str(port), "--workers", "1"]
+    check_port(host, port)
+    base = local_url(host, port)
+    url = runs_url(base, experiment_id(store, experiment))
     typer.echo(f"starting MLflow UI on {store} ...")
-    proc = subprocess.Popen(cmd)
+    proc = start_server(store, host, port)
     try:
-        _wait_ready(proc, url.split("/#")[0])
-        typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
-        proc.wait()
+        with terminated_as_interrupt():
+            wait_ready(proc, base)
+            typer.echo(f"MLflow UI: {url}  (Ctrl-C to stop)")
+            proc.wait()
+    except Terminated:  # SIGTERM came to us only: stop the server and its workers now
+        stop(proc, signalled=False)
+        return
     except KeyboardInterrupt:  # the server got the same Ctrl-C; give it time to shut down
-        _stop(proc)
+        stop(proc)
         return
     if proc.returncode:
         raise InputError(f"mlflow server exited with code {proc.returncode} (see its messages above)")
-
-
-def _experiment_id(store: str, name: str) -> str:
-    """The experiment's id, creating it (with the runs' artifact location) if no run made it yet."""
-    try:
-        probe(store)
-        from mlflow import MlflowClient
-
-        return ensure_experiment(MlflowClient(store), name, store)
-    except Exception as e:  # a dead server or an unreadable store is the user's to fix
-        raise InputError(f"cannot open MLflow store {store}: {first_line(e)}") from None
-
-
-def _check_port(host: str, port: int) -> None:
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is fine
-        try:
-            s.bind((host, port))
-        except OSError as e:
-            raise InputError(f"cannot serve on {host}:{port} ({e.strerror or e}); pass another --port") from None
-
-
-def _wait_ready(proc: subprocess.Popen, base: str) -> None:
-    import requests
-
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise InputError(f"mlflow server exited with code {proc.returncode} (see its messages above)")
-        try:
-            if requests.get(f"{base}/health", timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """After Ctrl-C: the server shuts down on the same SIGINT from a terminal; otherwise ask it
-    (mlflow server forwards SIGTERM to its workers), and only then force it."""
-    for signal_it, grace in ((None, 5), (proc.terminate, 15), (proc.kill, 5)):
-        if signal_it:
-            signal_it()
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
