@@ -23,13 +23,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from classification.cache import FeatureCache
 from classification.data import stratified_split
 from classification.fileio import write_json
 from localization.boxes import box_iou, from_relative, mean_box
-from localization.config import LocalizeConfig
+from localization.config import LocalizeConfig, load_localize_config
 from localization.data import BoxSet, load_boxes
 from localization.decision import BoxRule, propose
 from localization.heads import score
@@ -185,7 +184,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("PIL", "matplotlib", "timm"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    base = LocalizeConfig.from_dict(yaml.safe_load(Path(args.config).read_text()), where=args.config)
+    base = load_localize_config(args.config)
     cache, rows, by_key = FeatureCache(args.cache_dir), {}, {}
     for name in args.rows.split(","):
         overrides, share, labels = ROWS[name]

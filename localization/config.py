@@ -6,12 +6,14 @@ and overrides it with flags; the library only ever sees a `LocalizeConfig`.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 
 from classification.config import check_field_types, check_non_negative, check_positive
 from classification.errors import InputError
 from classification.losses import LOSSES
 from classification.registry import check_name
 from classification.runtime import RUNTIMES
+from classification.yamlfile import read_yaml
 from localization.boxes import RESIZES
 
 # The registries' keys, kept here so that checking a config does not import torch (a test
@@ -166,6 +168,13 @@ class LocalizeConfig:
             # heads only: --epochs means the one stage there is
             changes["training"]["head_epochs"] = changes["training"].pop("epochs")
         return replace(self, **{s: replace(getattr(self, s), **kv) for s, kv in changes.items()})
+
+
+def load_localize_config(path: str | Path | None) -> LocalizeConfig:
+    """The config in the YAML at `path` (a configs/localize/vN.yaml, read safely), or the defaults."""
+    if path is None:
+        return LocalizeConfig()
+    return LocalizeConfig.from_dict(read_yaml(path) or {}, where=f"config {path}")
 
 
 def _section(cls, values, where: str):

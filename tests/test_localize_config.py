@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from classification.errors import InputError
 from classification.losses import LOSSES
@@ -18,7 +17,7 @@ VERSIONS = Path(__file__).resolve().parents[1] / "configs" / "localize"
 
 
 def load(path: Path) -> C.LocalizeConfig:
-    return C.LocalizeConfig.from_dict(yaml.safe_load(path.read_text()), where=str(path))
+    return C.load_localize_config(path)
 
 
 def test_every_version_loads_and_names_itself():
@@ -65,3 +64,17 @@ def test_mistakes_are_one_line_input_errors(values, message):
     with pytest.raises(InputError) as err:
         C.LocalizeConfig.from_dict(values)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_an_unreadable_or_exploding_yaml_is_one_line(tmp_path):
+    (tmp_path / "bad.yaml").write_text("model: {name: [unclosed\n")
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(6))
+    (tmp_path / "laughs.yaml").write_text(laughs)
+    for name, message in (("bad.yaml", "cannot read config"), ("laughs.yaml", "expands to more than")):
+        with pytest.raises(InputError) as err:
+            C.load_localize_config(tmp_path / name)
+        assert message in str(err.value) and "\n" not in str(err.value)
+    assert C.load_localize_config(None) == C.LocalizeConfig()

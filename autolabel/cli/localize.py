@@ -6,34 +6,21 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-import yaml
 
 from autolabel.cli.common import print_skips, progress_enabled
 from autolabel.settings import default_cache_dir, open_cache
 from classification.data import load_unlabeled
-from classification.errors import InputError, first_line
 from classification.fileio import write_csv
 from classification.registry import check_name
 from classification.runtime import RUNTIMES
 from localization.checkpoint import load_localizer
-from localization.config import LocalizeConfig
+from localization.config import load_localize_config
 from localization.data import load_boxes
 from localization.predict import predict_images
 from localization.report import train_and_report
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Classify images and draw one box each (class head + box head on a timm backbone).")
-
-
-def read_config(path: Path | None) -> LocalizeConfig:
-    """The YAML at `path` (a configs/localize/vN.yaml), or the defaults."""
-    if path is None:
-        return LocalizeConfig()
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, ValueError, RecursionError, yaml.YAMLError) as e:
-        raise InputError(f"cannot read config {path}: {first_line(e)}") from None
-    return LocalizeConfig.from_dict(raw or {}, where=f"config {path}")
 
 
 @app.command("train")
@@ -53,7 +40,7 @@ def train(
     cache_dir: Optional[Path] = typer.Option(None, help="Cache for trunk maps and ONNX exports (default: ~/.cache/autolabel)."),
 ):
     """Train a class + box model and write its checkpoint folder with metrics and pictures."""
-    cfg = read_config(config).with_flags(model=model, epochs=epochs, unfreeze=unfreeze, box_weight=box_weight,
+    cfg = load_localize_config(config).with_flags(model=model, epochs=epochs, unfreeze=unfreeze, box_weight=box_weight,
                                          img_size=img_size, resize=resize, seed=seed)
     boxes = load_boxes(data)
     held = load_boxes(test, classes=boxes.images.classes) if test is not None else None
