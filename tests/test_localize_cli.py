@@ -12,6 +12,8 @@ from PIL import Image
 
 from autolabel.cli import main
 from classification.data import load_files, load_unlabeled
+from classification.digest import file_digest, recorded
+from classification.errors import InputError
 from localization.checkpoint import load_localizer
 from localization.predict import predict_images
 
@@ -82,6 +84,21 @@ def test_onnx_runtime_equals_eager(checkpoint, cache_dir):
     assert onnx.ok.all() and np.abs(onnx.probs - eager.probs).max() < 1e-4
     assert np.abs(onnx.boxes - eager.boxes).max() < 0.05  # pixels
     assert np.abs(onnx.agreement - eager.agreement).max() < 1e-3
+    exports = list((cache_dir / "onnx").glob("localizer-*.onnx"))
+    assert exports and all(recorded(p) == file_digest(p) for p in exports)  # NAME.onnx.sha256 beside each
+
+
+def test_a_damaged_checkpoint_is_refused(checkpoint, tmp_path):
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    for name in ("model.pt", "classes.json", "config.json"):
+        (folder / name).write_bytes((checkpoint / name).read_bytes())
+    assert "model.pt" in json.loads((folder / "config.json").read_text())["digests"]
+    data = bytearray((folder / "model.pt").read_bytes())
+    data[-100] ^= 0xFF
+    (folder / "model.pt").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is damaged"):
+        load_localizer(folder)
 
 
 @pytest.mark.parametrize("args,message", [
