@@ -18,7 +18,7 @@ import pandas as pd
 from PIL import Image
 
 from classification.data import ImageSet, load_labeled
-from classification.errors import InputError, first_line
+from classification.errors import InputError, brief, first_line
 from classification.sources import resolve_row
 from localization.boxes import box_problem
 
@@ -144,7 +144,7 @@ def _parse_box(cells) -> tuple[np.ndarray | None, str | None]:
     try:
         box = np.array([float(c) for c in cells], np.float64)
     except ValueError:
-        return None, f"box cells must be four numbers or all empty, got {','.join(cells)}"
+        return None, f"box cells must be four numbers or all empty, got {brief(','.join(cells))}"
     return box, None
 
 
@@ -170,7 +170,7 @@ def _check_folder_labels(images: ImageSet, rows: dict, csv: Path) -> None:
     for row, (rel, label) in enumerate(zip(labels["path"], labels["label"]), start=2):
         path = resolve_row(rel.strip(), root, csv, row, allow_absolute=True)
         if label.strip() and path in folder_label and folder_label[path] != label.strip():
-            raise InputError(f"{csv}:{row}: label {label.strip()} but the image is in folder "
+            raise InputError(f"{csv}:{row}: label {brief(label.strip())} but the image is in folder "
                              f"{folder_label[path]}")
 
 
