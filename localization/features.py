@@ -22,7 +22,7 @@ import torch
 from classification.cache import FeatureCache, namespace
 from classification.data import ImageSet
 from classification.models import state_digest
-from classification.runtime import onnx_file_runner, resolve_runtime, torch_runner
+from classification.runtime import cache_root_or_user, onnx_file_runner, resolve_runtime, torch_runner
 from classification.transforms import transform_id
 from localization.model import Localizer, split
 from localization.views import EVAL, ViewDataset, ViewMaker, view_loader
@@ -110,7 +110,7 @@ def _compute(run, images, todo, maker, views, out, how: Extraction) -> None:
 def _runner(trunk, size: int, runtime: str, cache_root: Path | None, model: Localizer, cut: int):
     if resolve_runtime(runtime, "cpu") == "torch":
         return torch_runner(trunk, "cpu")
-    root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+    root = cache_root_or_user(cache_root)
     arch = model.backbone.pretrained_cfg.get("architecture", type(model.backbone).__name__)
     path = root / "onnx" / f"{arch}-{state_digest(trunk.state_dict())}-{size}-maps{cut}.onnx"
     return onnx_file_runner(trunk, size, path)

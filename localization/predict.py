@@ -16,7 +16,7 @@ import pandas as pd
 
 from classification.data import ImageSet
 from classification.models import state_digest
-from classification.runtime import onnx_file_runner, resolve_runtime, torch_runner
+from classification.runtime import cache_root_or_user, onnx_file_runner, resolve_runtime, torch_runner
 from localization.boxes import to_original
 from localization.decision import box_agreement, merge_views
 from localization.features import progress_bar
@@ -62,7 +62,7 @@ def model_runner(trained: Trained, runtime: str, cache_root: Path | None):
     model = trained.model.eval()
     if resolve_runtime(runtime, "cpu") == "torch":
         return torch_runner(model, "cpu")
-    root = Path(cache_root) if cache_root is not None else Path(os.environ.get("TMPDIR", "/tmp")) / "autolabel"
+    root = cache_root_or_user(cache_root)
     arch = model.backbone.pretrained_cfg.get("architecture", type(model.backbone).__name__)
     size = trained.cfg.model.img_size
     path = root / "onnx" / f"localizer-{arch}-{state_digest(model.state_dict())}-{size}.onnx"
