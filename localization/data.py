@@ -109,6 +109,25 @@ def load_boxes(source: str | Path, classes: list[str] | None = None) -> BoxSet:
     return out
 
 
+def pool_set(images: ImageSet, known: ImageSet) -> BoxSet:
+    """An unlabelled pool as a BoxSet without boxes, less the images `known` holds (same content);
+    an image whose size cannot be read is left out and reported in `skipped`."""
+    seen, keep, sizes, skipped = set(known.hashes), [], [], list(images.skipped)
+    for i, (path, digest) in enumerate(zip(images.paths, images.hashes)):
+        if digest in seen:
+            continue
+        try:
+            sizes.append(oriented_size(path))
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            skipped.append((path, f"cannot read the image size: {first_line(e)}"))
+            continue
+        seen.add(digest)
+        keep.append(i)
+    out = images.subset(keep)
+    out.skipped = skipped
+    return BoxSet(out, np.full((len(keep), 4), np.nan), np.array(sizes, np.int64).reshape(-1, 2))
+
+
 def read_box_rows(csv: Path | None, need_label: bool):
     """({absolute path: (CSV row number, box (4,) or None)}, [(path, reason) of rows left out])."""
     if csv is None:

@@ -1,4 +1,5 @@
-"""`autolabel localize train` and `autolabel localize predict`: a class and one box per image."""
+"""`autolabel localize train|predict|label`: a class and one box per image; `label` grows a box
+dataset from a few human boxes and a pool of unlabelled images (pseudo-boxes)."""
 from __future__ import annotations
 
 import time
@@ -10,12 +11,15 @@ import typer
 from autolabel.cli.common import print_skips, progress_enabled
 from autolabel.settings import default_cache_dir, open_cache
 from classification.data import load_unlabeled
+from classification.errors import InputError
 from classification.fileio import write_csv
 from classification.registry import check_name
 from classification.runtime import RUNTIMES
 from localization.checkpoint import load_localizer
 from localization.config import load_localize_config
-from localization.data import load_boxes
+from localization.data import load_boxes, pool_set
+from localization.labeling import LabelSpec, label_pool
+from localization.labelset import write_labelset
 from localization.predict import predict_images
 from localization.report import train_and_report
 
@@ -83,3 +87,48 @@ def predict(
     typer.echo(f"predicted {len(frame)} images -> {out} ({preds.ms_per_image:.1f} ms per image, "
                f"{time.perf_counter() - start:.1f} s with the export)")
     print_skips(typer.echo, pool.skipped + preds.skipped)
+
+
+@app.command("label")
+def label(
+    data: Path = typer.Option(..., "--data", help="Human boxes: a CSV path,label,x0,y0,x1,y1 (original pixels), "
+                              "or a folder per class with such a CSV."),
+    data_raw: Path = typer.Option(..., "--data-raw", help="Unlabelled pool: a folder of images (any depth) or a "
+                                  "CSV with a path column; images also in --data are left out."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: dataset.csv, metrics.json, model/."),
+    n_trials: int = typer.Option(3, "--n-trials", help="Trials (train, predict the pool, accept)."),
+    threshold: float = typer.Option(0.9, "--threshold", help="Accept an image when its class confidence and "
+                                    "the IoU of its plain and mirrored views' boxes both reach this."),
+    truth: Optional[Path] = typer.Option(None, help="Box CSV of pool images: report class precision and mean "
+                                         "IoU of what was accepted (never trained on)."),
+    config: Optional[Path] = typer.Option(None, help="A versioned YAML, e.g. configs/localize/v3.yaml; flags override it."),
+    model: Optional[str] = typer.Option(None, help="timm backbone (default: tf_efficientnet_lite0)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs of the last stage, per trial."),
+    seed: Optional[int] = typer.Option(None, help="Random seed."),
+    cache_dir: Optional[Path] = typer.Option(None, help="Cache for trunk maps and ONNX exports (default: ~/.cache/autolabel)."),
+):
+    """Pseudo-box loop: train on human + accepted boxes, predict the pool with flip TTA, accept, repeat."""
+    spec = LabelSpec(n_trials=n_trials, threshold=threshold)
+    cfg = load_localize_config(config).with_flags(model=model, epochs=epochs, seed=seed)
+    human = load_boxes(data)
+    pool = pool_set(load_unlabeled(data_raw), human.images)
+    if not len(pool):
+        raise InputError(f"no pool images in {data_raw} beside the ones in {data}")
+    held = load_boxes(truth, classes=human.images.classes) if truth is not None else None
+    labeled = label_pool(human, pool, cfg, open_cache(cache_dir), spec, truth=held, progress=progress_enabled(),
+                         on_trial=lambda r: typer.echo(_trial_line(r)))
+    metrics = write_labelset(out, human, pool, labeled, spec, cfg)
+    final = metrics["final"]
+    typer.echo(f"accepted {final['n_accepted']} of {final['n_pool']} pool images in {final['trials_run']} "
+               f"trial(s) -> {out / 'dataset.csv'}")
+    print_skips(typer.echo, human.skipped + pool.skipped)
+
+
+def _trial_line(record: dict) -> str:
+    line = (f"trial {record['trial']}: trained on {record['n_train']}, accepted {record['accepted']} "
+            f"({record['accepted_total']} of {record['pool']} in all)")
+    if record.get("class_precision") is not None:
+        line += f"; class precision {record['class_precision']:.3f}"
+    if record.get("mean_iou") is not None:
+        line += f", mean IoU {record['mean_iou']:.3f}"
+    return line
