@@ -1,14 +1,14 @@
 """Class + box models on pets_boxes (seed 003), rows side by side on one seeded 80/20 split:
 letterbox against stretched resize, box weight 100 against 1,000, heads only against
---unfreeze 2 and 4, supervised with 100 % and 20 % of the boxes, a prototype of the pseudo-box
-loop with 20 % of the boxes, and the head boxes (labels_head.csv). Per row: class accuracy, mean
+--unfreeze 2 and 4, supervised with 100 % and 20 % of the boxes, the pseudo-box loop of
+`autolabel localize label` with 20 % of the boxes (the rest its pool), and the head boxes (labels_head.csv). Per row: class accuracy, mean
 IoU (plain view and flip TTA), share with IoU >= 0.5, the mean-box baseline, train img/s (image
 views per second of optimisation), inference img/s and ms per image eager against ONNX Runtime
 (the whole model, decoding included).
 
 Run:  nice -n 10 python benchmarks/bench_localize.py [--config configs/localize/v3.yaml]
           [--data /work/shared/data/pets_boxes] [--cache-dir /work/cache-loc] [--rows a,b] [--seed 0]
-          [--rules 0.9:0.85] [--rounds 3]
+          [--thresholds 0.9,0.8] [--trials 3]
 Each finished row is kept in benchmarks/results/localize/<row>.json and not run again (delete the
 file to rerun it), so an interrupted run resumes. Prints a markdown table; writes
 benchmarks/results/bench_localize.json.
@@ -32,7 +32,8 @@ from localization.config import LocalizeConfig, load_localize_config
 from localization.data import BoxSet, load_boxes
 from localization.decision import BoxRule, propose
 from localization.heads import score
-from localization.pipeline import predict_views, split_validation, train_localizer
+from localization.labeling import LabelSpec, label_pool
+from localization.pipeline import predict_views, train_localizer
 from localization.predict import predict_images
 from localization.views import EVAL, FLIP
 
@@ -58,8 +59,9 @@ def parse_args():
     p.add_argument("--cache-dir", default=str(RESULTS / "cache"))
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rules", default="0.9:0.85", help="loop rules min_confidence:min_agreement, comma-separated")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--thresholds", default="0.9,0.8", help="loop thresholds (class confidence and box agreement), "
+                   "comma-separated: one loop each, the best on test reported")
+    p.add_argument("--trials", type=int, default=3)
     return p.parse_args()
 
 
@@ -97,7 +99,7 @@ def evaluate(trained, sets: dict, cache: FeatureCache, timing: bool = True) -> d
            "train_img_s": result.train_images / max(result.train_seconds, 1e-9),
            "train_seconds": result.train_seconds}
     for runtime in ("torch", "onnx") if timing else ():
-        predict_images(trained, test.images.subset(np.arange(8)), runtime=runtime, cache_root=cache.root)  # warm
+        predict_images(trained, test.images.subset(np.arange(min(8, len(test)))), runtime=runtime, cache_root=cache.root)  # warm
         timed = predict_images(trained, test.images, runtime=runtime, cache_root=cache.root)
         out[f"{runtime}_img_s"] = 1000.0 / timed.ms_per_image
         out[f"{runtime}_ms"] = timed.ms_per_image
@@ -112,30 +114,13 @@ def supervised(cfg: LocalizeConfig, sets: dict, cache: FeatureCache) -> tuple[ob
     return trained, out
 
 
-def loop(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, rule: BoxRule, rounds: int) -> dict:
-    """PROTOTYPE of the pseudo-box loop (to be replaced by the shared loop): train on the human
-    boxes, predict the pool with flip TTA, accept what `rule` accepts, retrain on human + accepted
-    (validation from human boxes only), `rounds` times. Pseudo-labels are re-decided every round."""
+def loop(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, threshold: float, trials: int) -> dict:
+    """`autolabel localize label`'s loop (localization.labeling) on the human boxes and the pool,
+    the pool's truth scoring what each trial accepts; test scores of the last trial's model."""
     start = time.perf_counter()
-    human, pool = sets["train"], sets["pool"]
-    tr, va = split_validation(human, cfg.training.val_fraction, cfg.training.seed)
-    trained = train_localizer(human.subset(tr), cfg, cache, val=human.subset(va))
-    history = []
-    for r in range(1, rounds + 1):
-        pred = predict_views(trained, pool.images, cache, views=[EVAL, FLIP])
-        prop = propose(pred.probs, pred.boxes, pred.ok, rule)
-        acc = np.flatnonzero(prop.accepted)
-        pseudo = pool.subset(acc).with_boxes(prop.labels[acc], prop.boxes[acc])
-        history.append({"round": r, "accepted": len(acc), "pool": len(pool),
-                        "class_precision": float((prop.labels[acc] == pool.images.labels[acc]).mean()) if len(acc) else None,
-                        "pseudo_mean_iou": float(box_iou(prop.boxes[acc], pool.boxes[acc]).mean()) if len(acc) else None})
-        logging.info("round %d: %s", r, history[-1])
-        if not len(acc):
-            break
-        trained = train_localizer(human.subset(tr).concat(pseudo), cfg, cache, val=human.subset(va))
-        history[-1]["test_mean_iou"] = evaluate(trained, sets, cache, timing=False)["mean_iou"]
-    out = evaluate(trained, sets, cache)
-    out.update(rule=rule.__dict__, rounds=history, wall_seconds=time.perf_counter() - start)
+    labeled = label_pool(sets["train"], sets["pool"], cfg, cache, LabelSpec(trials, threshold), truth=sets["pool"])
+    out = evaluate(labeled.trained, sets, cache)
+    out.update(threshold=threshold, rounds=labeled.history, wall_seconds=time.perf_counter() - start)
     return out
 
 
@@ -163,10 +148,9 @@ def run_row(name: str, base: LocalizeConfig, args, cache: FeatureCache) -> dict:
         if share < 1:
             out["rule_table"] = rule_table(trained, sets, cache)
         return out
-    rules = [BoxRule(*map(float, r.split(":"))) for r in args.rules.split(",")]
-    runs = [loop(cfg, sets, cache, rule, args.rounds) for rule in rules]
+    runs = [loop(cfg, sets, cache, float(t), args.trials) for t in args.thresholds.split(",")]
     best = max(runs, key=lambda r: r["mean_iou"])
-    return {**best, "all_rules": [{"rule": r["rule"], "mean_iou": r["mean_iou"], "rounds": r["rounds"]} for r in runs]}
+    return {**best, "all_thresholds": [{k: r[k] for k in ("threshold", "mean_iou", "rounds")} for r in runs]}
 
 
 def table(rows: dict) -> str:
@@ -190,7 +174,7 @@ def main() -> None:
         overrides, share, labels = ROWS[name]
         cfg = row_config(base, overrides).to_dict()
         # rows that resolve to the same run (the recipe is also one of box_weight_*, unfreeze_*) run once
-        what = [cfg, share, labels, args.seed] + ([args.rules, args.rounds] if name == "loop_20" else [])
+        what = [cfg, share, labels, args.seed] + ([args.thresholds, args.trials] if name == "loop_20" else [])
         key = hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=6).hexdigest()
         path = RESULTS / "localize" / f"{name}.json"
         done = json.loads(path.read_text()) if path.is_file() else {}
