@@ -9,17 +9,18 @@ from typing import Optional
 import typer
 
 from autolabel.cli.common import print_skips, progress_enabled
+from autolabel.cli.options import EXPERIMENT, TRACKING_URI, mlflow_switch
+from autolabel.localize_label import LabelRequest, run_label
 from autolabel.settings import default_cache_dir, open_cache
+from autolabel.tracking_tools import tracking_choice
 from classification.data import load_unlabeled
-from classification.errors import InputError
 from classification.fileio import write_csv
 from classification.registry import check_name
 from classification.runtime import RUNTIMES
 from localization.checkpoint import load_localizer
 from localization.config import load_localize_config
-from localization.data import load_boxes, pool_set
-from localization.labeling import LabelSpec, label_pool
-from localization.labelset import write_labelset
+from localization.data import load_boxes
+from localization.labeling import LabelSpec
 from localization.predict import predict_images
 from localization.report import train_and_report
 
@@ -91,37 +92,40 @@ def predict(
 
 @app.command("label")
 def label(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Human boxes: a CSV path,label,x0,y0,x1,y1 (original pixels), "
                               "or a folder per class with such a CSV."),
     data_raw: Path = typer.Option(..., "--data-raw", help="Unlabelled pool: a folder of images (any depth) or a "
                                   "CSV with a path column; images also in --data are left out."),
-    out: Path = typer.Option(..., "--out", help="Folder to write: dataset.csv, metrics.json, model/."),
+    out: Path = typer.Option(..., "--out", help="Folder to write: dataset.csv, metrics.json, model/, "
+                             "trials/trial_NN.csv, state.json."),
     n_trials: int = typer.Option(3, "--n-trials", help="Trials (train, predict the pool, accept)."),
     threshold: float = typer.Option(0.9, "--threshold", help="Accept an image when its class confidence and "
                                     "the IoU of its plain and mirrored views' boxes both reach this."),
     truth: Optional[Path] = typer.Option(None, help="Box CSV of pool images: report class precision and mean "
                                          "IoU of what was accepted (never trained on)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last completed "
+                                "trial (same inputs and settings; --n-trials may be larger)."),
     config: Optional[Path] = typer.Option(None, help="A versioned YAML, e.g. configs/localize/v3.yaml; flags override it."),
     model: Optional[str] = typer.Option(None, help="timm backbone (default: tf_efficientnet_lite0)."),
     epochs: Optional[int] = typer.Option(None, help="Epochs of the last stage, per trial."),
     seed: Optional[int] = typer.Option(None, help="Random seed."),
     cache_dir: Optional[Path] = typer.Option(None, help="Cache for trunk maps and ONNX exports (default: ~/.cache/autolabel)."),
+    mlflow: Optional[bool] = mlflow_switch("Track the run in MLflow: a parent run and one child per trial"),
+    tracking_uri: Optional[str] = TRACKING_URI,
+    experiment: Optional[str] = EXPERIMENT,
 ):
     """Pseudo-box loop: train on human + accepted boxes, predict the pool with flip TTA, accept, repeat."""
     spec = LabelSpec(n_trials=n_trials, threshold=threshold)
     cfg = load_localize_config(config).with_flags(model=model, epochs=epochs, seed=seed)
-    human = load_boxes(data)
-    pool = pool_set(load_unlabeled(data_raw), human.images)
-    if not len(pool):
-        raise InputError(f"no pool images in {data_raw} beside the ones in {data}")
-    held = load_boxes(truth, classes=human.images.classes) if truth is not None else None
-    labeled = label_pool(human, pool, cfg, open_cache(cache_dir), spec, truth=held, progress=progress_enabled(),
-                         on_trial=lambda r: typer.echo(_trial_line(r)))
-    metrics = write_labelset(out, human, pool, labeled, spec, cfg)
+    req = LabelRequest(data, data_raw, out, spec, cfg, truth=truth, cache_dir=cache_dir, resume=resume,
+                       tracking=tracking_choice(mlflow, tracking_uri, experiment, ctx.find_root().params), progress=progress_enabled(),
+                       echo=typer.echo)
+    metrics = run_label(req, on_trial=lambda record, outcome: typer.echo(_trial_line(record)))
     final = metrics["final"]
     typer.echo(f"accepted {final['n_accepted']} of {final['n_pool']} pool images in {final['trials_run']} "
                f"trial(s) -> {out / 'dataset.csv'}")
-    print_skips(typer.echo, human.skipped + pool.skipped)
+    print_skips(typer.echo, [(s["path"], s["reason"]) for s in metrics["skipped"]])
 
 
 def _trial_line(record: dict) -> str:
