@@ -99,6 +99,9 @@ def train_localizer(data: BoxSet, cfg: LocalizeConfig, cache: FeatureCache, prog
     model, data_cfg = build_model(cfg, len(data.images.classes))
     train = material(model, cfg, data_cfg, train_set, training_views(cfg), cache, progress, sample_weight)
     held = material(model, cfg, data_cfg, val, [EVAL], cache, progress) if len(val) else None
+    # again: computing maps that were not cached yet draws on torch's generator (DataLoader seeds),
+    # and a fit must not depend on what the cache held (a resumed loop reruns a trial with it warm)
+    torch.manual_seed(cfg.training.seed)
     result = fit(model, cfg, train, held)
     return Trained(model, list(data.images.classes), data_cfg, cfg, result, len(train_set), len(val))
 
