@@ -26,7 +26,7 @@ TINY = {"version": "tiny-label", "model": {"img_size": 64}, "augmentation": {"vi
 
 def test_label_accepts_records_and_audits(tmp_path, cache_dir, capsys):
     (tmp_path / "tiny.yaml").write_text(json.dumps(TINY))  # JSON is YAML
-    code = main(["--quiet", "localize", "label", "--data", str(SAMPLE / "labels.csv"), "--data-raw",
+    code = main(["--quiet", "--no-mlflow", "localize", "label", "--data", str(SAMPLE / "labels.csv"), "--data-raw",
                  str(SAMPLE / "images"), "--truth", str(SAMPLE / "test.csv"), "--n-trials", "2", "--threshold", "0",
                  "--out", str(tmp_path / "out"), "--config", str(tmp_path / "tiny.yaml"), "--cache-dir", str(cache_dir)])
     out = capsys.readouterr().out
@@ -46,6 +46,11 @@ def test_label_accepts_records_and_audits(tmp_path, cache_dir, capsys):
     assert final["class_precision"] == pytest.approx((both.label == both.label_true).mean())
     assert final["mean_iou"] == pytest.approx(iou.mean(), abs=1e-3)  # dataset.csv rounds to 0.01 px
     assert (tmp_path / "out" / "model" / "model.pt").is_file()
+    trial = pd.read_csv(tmp_path / "out" / "trials" / "trial_01.csv")
+    assert list(trial.columns) == ["path", "label", "x0", "y0", "x1", "y1", "confidence", "agreement", "decision"]
+    assert len(trial) == 12 and (trial.decision == "accepted").all() and trial.agreement.between(0, 1).all()
+    state = json.loads((tmp_path / "out" / "state.json").read_text())
+    assert state["trial"] == 1 and state["finished"] and "trials/trial_01.csv" in state["outputs"]
 
 
 def test_accepted_boxes_train_the_next_trial(cache_dir, monkeypatch):
