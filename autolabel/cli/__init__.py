@@ -15,6 +15,7 @@ import typer
 from autolabel.cli import data as data_cmds
 from autolabel.cli import grid as grid_cmds
 from autolabel.cli import index as index_cmds
+from autolabel.cli import localize as localize_cmds
 from autolabel.cli import ood as ood_cmds
 from autolabel.cli import review as review_cmds
 from autolabel.cli import segment as segment_cmds
@@ -40,6 +41,7 @@ app.add_typer(index_cmds.app, name="index")
 app.add_typer(ood_cmds.app, name="ood")
 review_cmds.register(app)
 app.add_typer(segment_cmds.app, name="segment")
+app.add_typer(localize_cmds.app, name="localize")
 
 
 @app.callback(invoke_without_command=True)
