@@ -56,8 +56,10 @@ class LabelSpec:
 
 @dataclass
 class LabelHooks:
-    """Callbacks: `on_epoch(record)` per training epoch (with `trial`), `on_trial(record)` after
-    a trial's files are written."""
+    """Callbacks: `on_start(run)` once the inputs are checked and the folder is locked,
+    `on_epoch(record)` per training epoch (with `trial`), `on_trial(record)` after a trial's files
+    are written."""
+    on_start: Callable[["LabelRun"], None] | None = None
     on_epoch: Callable[[dict], None] | None = None
     on_trial: Callable[[dict], None] | None = None
 
@@ -92,6 +94,8 @@ def label_pool(spec: LabelSpec, cfg: SegConfig, hooks: LabelHooks | None = None,
     out = Path(spec.out)
     with exclusive(run_lock(out), f"output folder {out}"):
         restore(run)
+        if hooks.on_start:
+            hooks.on_start(run)
         for trial in range(run.trial + 1, spec.n_trials + 1):
             if not run.left:
                 break
@@ -111,9 +115,13 @@ def check_spec(spec: LabelSpec) -> None:
     except ValueError as e:
         raise InputError(str(e)) from None
     out = Path(spec.out).resolve()
+    written = files.mask_path(out, "x").parent
     for flag, folder in (("--images", spec.images), ("--masks", spec.masks), ("--truth-masks", spec.truth_masks)):
-        if folder is not None and (out == Path(folder).resolve() or Path(folder).resolve() in out.parents):
-            raise InputError(f"--out {spec.out} is inside {flag} {folder}; inputs are never written to")
+        if folder is None:
+            continue
+        folder = Path(folder).resolve()
+        if out == folder or folder in out.parents or folder == written or written in folder.parents:
+            raise InputError(f"--out {spec.out} would write inside {flag} {folder}; inputs are never written to")
 
 
 def load_run(spec: LabelSpec, cfg: SegConfig) -> LabelRun:

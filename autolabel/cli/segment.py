@@ -112,6 +112,8 @@ def label(
         iou = f", pseudo-mask mean IoU {r['pseudo_miou']:.3f}" if r.get("pseudo_miou") is not None else ""
         typer.echo(f"trial {r['trial']}: accepted {r['accepted']} (total {r['accepted_total']} of "
                    f"{len(run.pool)}), mean confidence {r['mean_confidence']:.3f}{iou}")
+    if not run.left:
+        typer.echo("every pool image has an accepted pseudo-mask: nothing left to label")
     print_skips(typer.echo, run.skipped)
     typer.echo(f"{len(run.human)} human masks, {len(run.accepted)} pseudo-masks -> {out / 'dataset.csv'}")
     if tracker and tracker.describe():
