@@ -138,7 +138,7 @@ def load_run(spec: LabelSpec, cfg: SegConfig) -> LabelRun:
     settings = {"images": str(Path(spec.images).resolve()), "masks": str(Path(spec.masks).resolve()),
                 "truth_masks": str(Path(spec.truth_masks).resolve()) if spec.truth_masks else None,
                 "classes": pairs.classes, "threshold": spec.threshold, "rule": spec.rule,
-                "n_trials": spec.n_trials, "config": cfg.to_dict(),
+                "n_trials": spec.n_trials, **{f"train.{k}": v for k, v in cfg.to_dict().items()},
                 "human": _digest(human.stems, human.masks), "pool": _digest(pool.stems)}
     return LabelRun(spec, cfg, human, pool, truth, settings, skipped=pairs.skipped)
 

@@ -23,7 +23,8 @@ from classification.fileio import write_csv, write_json
 
 STATE_VERSION = 1
 COLUMNS = ["path", "mask", "source", "confidence", "trial"]
-RESUMABLE = ("n_trials",)  # settings a resumed run may change (more trials)
+# settings a resumed run may change: more trials, and where and how fast it computes
+RESUMABLE = ("n_trials", "train.device", "train.threads", "train.workers", "train.runtime")
 
 
 def mask_path(out: Path, stem: str) -> Path:

@@ -105,6 +105,8 @@ def label(
     except BaseException as e:
         if tracker:
             tracker.fail("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        if isinstance(e, KeyboardInterrupt) and (out / "state.json").is_file():
+            typer.echo("interrupted; continue after the last completed trial with the same command and --resume")
         raise
     if tracker:
         tracker.finish(run, out)
