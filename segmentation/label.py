@@ -180,13 +180,15 @@ def run_trial(run: LabelRun, trial: int, hooks: LabelHooks, progress: bool) -> d
     result = fit(run.cfg.with_(seed=(run.cfg.seed + trial - 1) % 2**32), train, val, run.human.classes,
                  progress=progress, on_epoch=on_epoch)
     left = run.left
-    conf, ok, masks = decide_pool(list(predict_pool(run, result, left)), run.spec.rule,
-                                  run.spec.threshold, run.spec.threshold)
-    taken = np.flatnonzero(ok)
-    for j in taken:
-        accept_one(run, left[j], masks[j], float(conf[j]), trial)
-    record = trial_record(run, trial, result, len(train), conf, ok, [masks[j] for j in taken])
-    record.update(accepted_stems=[run.pool.stems[left[j]] for j in taken],
+    conf, ok, ignored = np.zeros(len(left)), np.zeros(len(left), bool), []
+    for j, probs in enumerate(predict_pool(run, result, left)):  # one image at a time: bounded memory
+        c, a, masks = decide_pool([probs], run.spec.rule, run.spec.threshold, run.spec.threshold)
+        conf[j], ok[j] = c[0], a[0]
+        if ok[j]:
+            accept_one(run, left[j], masks[0], float(conf[j]), trial)
+            ignored.append(float((masks[0] == IGNORE).mean()))
+    record = trial_record(run, trial, result, len(train), conf, ok, ignored)
+    record.update(accepted_stems=[run.pool.stems[left[j]] for j in np.flatnonzero(ok)],
                   seconds=round(time.perf_counter() - start, 3))
     run.records.append(record)
     run.trial = trial
@@ -236,14 +238,14 @@ def accept_one(run: LabelRun, i: int, mask: np.ndarray, conf: float, trial: int)
 
 
 def trial_record(run: LabelRun, trial: int, result: SegFitResult, n_train: int, conf: np.ndarray,
-                 ok: np.ndarray, new_masks: list[np.ndarray]) -> dict:
+                 ok: np.ndarray, ignored: list[float]) -> dict:
     best = result.best or {}
     record = {"trial": trial, "train_size": n_train, "predicted": int(len(conf)),
               "accepted": int(ok.sum()), "accepted_total": len(run.accepted), "pool_left": len(run.left),
               "coverage": len(run.accepted) / len(run.pool),
               "mean_confidence": float(conf.mean()) if len(conf) else None,
               "mean_confidence_accepted": float(conf[ok].mean()) if ok.any() else None,
-              "ignored_pixels": float(np.mean([(m == IGNORE).mean() for m in new_masks])) if new_masks else None,
+              "ignored_pixels": float(np.mean(ignored)) if ignored else None,
               "val_miou": best.get("val_miou"), "val_dice": best.get("val_dice"),
               "best_epoch": best.get("epoch"), "train_seconds": result.train_seconds}
     if run.truth:

@@ -90,6 +90,7 @@ def test_loop_accepts_and_records(data, sample, stand_in):
     assert [r["accepted"] for r in metrics["trials"]] == [3, 3] and metrics["n_pool"] == 6
     assert all(0 < r["mean_confidence"] <= 1 and 0 <= r["pseudo_miou"] <= 1 for r in metrics["trials"])
     assert metrics["trials"][0]["truth_scored"] == 3
+    assert metrics["trials"][0]["ignored_pixels"] == pytest.approx(10 / 200)  # the top strip
     human_train = stand_in[0]
     assert stand_in == [human_train, human_train + 3]  # trial 2 trains on the accepted pseudo-masks too
     assert run.finished and json.loads((out / "state.json").read_text())["trial"] == 2
