@@ -160,3 +160,27 @@ def test_cli_runs_end_to_end(data, sample, capsys):
     again = [str(a) for a in args] + ["--resume", "--n-trials", "2", "--no-mlflow"]
     assert main(again) == 0
     assert "nothing left to label" in capsys.readouterr().out or len(pseudo) < 6
+
+
+@pytest.mark.slow
+def test_mlflow_parent_and_a_child_per_trial(data, stand_in, tmp_path):
+    from mlflow import MlflowClient
+
+    from autolabel.tracking_segment import tracker_for
+    from segmentation.label import LabelHooks
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {"train": CFG.to_dict(), "loop": {"n_trials": 2, "threshold": 0.8}}
+    tracker = tracker_for(data / "out", config, {"uri": uri, "experiment": "seg"})
+    run = label_pool(spec(data), CFG, LabelHooks(tracker.begin, tracker.on_epoch, tracker.on_trial))
+    tracker.finish(run)
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("seg").experiment_id])
+    parent = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == tracker.run_id),
+                      key=lambda r: r.info.run_name)
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert parent[0].data.metrics["final_accepted"] == 6 and parent[0].data.params["task"] == "segment"
+    assert [r.info.run_name for r in children] == ["trial-1", "trial-2"]
+    assert [r.data.metrics["accepted"] for r in children] == [3, 3]
+    assert all(r.info.status == "FINISHED" for r in children)
