@@ -79,7 +79,7 @@ def whitening(sample: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
     variance, vectors = eigh(gram, subset_by_index=[len(gram) - top, len(gram) - 1])
     variance, vectors = variance[::-1], vectors[:, ::-1]  # largest first
     d = max(1, min(dim, int((variance > variance[0] * 1e-10).sum()) - 1))
-    project = vectors[:, :d] / np.sqrt(variance[:d])
+    project = vectors[:, :d] / np.sqrt(np.maximum(variance[:d], 1e-12))  # identical images: no spread
     return center, project.astype(np.float32)
 
 

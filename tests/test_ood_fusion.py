@@ -105,3 +105,10 @@ def test_data_other_images_never_receive_a_label(sample, tmp_path, cache_dir, ca
     assert {"ood_score", "ood_knn", "ood_near", "ood_other"} <= set(dataset.columns)
     trial = pd.read_csv(out / "trials" / "trial_01.csv")
     assert len(trial) == len(pool) - 6 and {"ood_near", "ood_other", "ood_refused"} <= set(trial.columns)
+
+
+def test_images_without_spread_score_without_nan():
+    """Identical images (or a torchrun rank's placeholder features) leave no direction to whiten."""
+    ref, labels = np.zeros((6, 16), np.float32), np.array([0, 0, 0, 1, 1, 1])
+    model = fit_ood(ref, labels, np.zeros((10, 16), np.float32))
+    assert all(np.isfinite(v).all() for v in model.score(np.zeros((4, 16), np.float32)).values())
