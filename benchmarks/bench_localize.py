@@ -120,7 +120,8 @@ def loop(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, threshold: float,
     start = time.perf_counter()
     labeled = label_pool(sets["train"], sets["pool"], cfg, cache, LabelSpec(trials, threshold), truth=sets["pool"])
     out = evaluate(labeled.trained, sets, cache)
-    out.update(threshold=threshold, rounds=labeled.history, wall_seconds=time.perf_counter() - start)
+    out.update(threshold=threshold, rounds=labeled.history, wall_seconds=time.perf_counter() - start,
+               val_mean_iou=labeled.trained.result.best.get("val_mean_iou"))
     return out
 
 
@@ -149,7 +150,7 @@ def run_row(name: str, base: LocalizeConfig, args, cache: FeatureCache) -> dict:
             out["rule_table"] = rule_table(trained, sets, cache)
         return out
     runs = [loop(cfg, sets, cache, float(t), args.trials) for t in args.thresholds.split(",")]
-    best = max(runs, key=lambda r: r["mean_iou"])
+    best = max(runs, key=lambda r: r["val_mean_iou"])  # chosen on validation, never on the test split
     return {**best, "all_thresholds": [{k: r[k] for k in ("threshold", "mean_iou", "rounds")} for r in runs]}
 
 
