@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from classification.images import BadImage, decode
 from classification.transforms import DataConfig
-from localization.boxes import compose, flip_geometry, map_boxes, resize_geometry, resize_plan, to_model
+from localization.boxes import compose, flip_geometry, map_boxes, resize_geometry, resize_plan
 
 _INTERP = {"bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
 EVAL, FLIP = -1, -2  # view specs besides augmentation seeds (>= 0): the plain view and its mirror
