@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 from torch import nn
@@ -20,6 +21,8 @@ from classification.featurenorm import feature_norm
 from classification.models import classifier_module, create_classifier
 from classification.train.rotation import attach_rotation_head, rotation_head
 from classification.transforms import DataConfig
+
+T = TypeVar("T")
 
 
 FILES = ("model.pt", "classes.json", "config.json")
@@ -37,20 +40,27 @@ def save_checkpoint(folder: str | Path, model: nn.Module, classes: list[str], cf
     return folder
 
 
+def read_config(folder: Path, parse: Callable[[dict], T]) -> tuple[dict, T]:
+    """A checkpoint folder's config.json and what `parse` builds from it; a malformed file or a
+    refused value is one line naming the file."""
+    path = folder / "config.json"
+    try:
+        meta = json.loads(path.read_text())
+        return meta, parse(meta)
+    except InputError as e:
+        raise InputError(f"checkpoint config {path}: {e}") from None
+    except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise InputError(f"checkpoint config {path} is unreadable: {first_line(e)[:100]}") from None
+
+
 def load_checkpoint(folder: str | Path) -> tuple[nn.Module, list[str], TrainConfig, DataConfig]:
     """Rebuild the model from its config and load the weights (no pickle involved)."""
     folder = Path(folder)
     check_files(folder, "checkpoint")
-    try:
-        meta = json.loads((folder / "config.json").read_text())
-        # a checkpoint from before FeatureNorm existed has a plain head (and, before
-        # aux_rotation existed, no rotation head: the field's default)
-        cfg = TrainConfig.from_dict({"feature_norm": False, **meta["train"]})
-        data_cfg = DataConfig.from_dict(meta["data"])
-    except InputError as e:
-        raise InputError(f"checkpoint config {folder / 'config.json'}: {e}") from None
-    except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {first_line(e)[:100]}") from None
+    # a checkpoint from before FeatureNorm existed has a plain head (and, before aux_rotation
+    # existed, no rotation head: the field's default)
+    meta, (cfg, data_cfg) = read_config(folder, lambda m: (TrainConfig.from_dict({"feature_norm": False, **m["train"]}),
+                                                           DataConfig.from_dict(m["data"])))
     classes = load_class_map(folder / "classes.json")
     model = create_classifier(cfg.model, len(classes), weights=None, head=cfg.head, hidden=cfg.hidden,
                               norm=cfg.feature_norm)

@@ -4,12 +4,10 @@ the resolved config, the input settings and model.pt's SHA-256 under "digests").
 fails its checksum is refused before it is loaded; one saved before digests existed loads unchecked."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from classification.checkpoint import check_files, load_weights, save_weights
+from classification.checkpoint import check_files, load_weights, read_config, save_weights
 from classification.data import load_class_map
-from classification.errors import InputError, first_line
 from classification.fileio import write_json
 from classification.transforms import DataConfig
 from localization.config import LocalizeConfig
@@ -30,14 +28,8 @@ def load_localizer(folder: str | Path) -> Trained:
     """Rebuild the model from its config (no weights resolved) and load the checked state dict."""
     folder = Path(folder)
     check_files(folder, "localizer checkpoint")
-    try:
-        meta = json.loads((folder / "config.json").read_text())
-        cfg = LocalizeConfig.from_dict(meta["config"], where=str(folder / "config.json"))
-        data_cfg = DataConfig.from_dict(meta["data"])
-    except InputError as e:
-        raise InputError(f"checkpoint config {folder / 'config.json'}: {e}") from None
-    except (KeyError, TypeError, AttributeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {first_line(e)}") from None
+    meta, (cfg, data_cfg) = read_config(folder, lambda m: (
+        LocalizeConfig.from_dict(m["config"], where=str(folder / "config.json")), DataConfig.from_dict(m["data"])))
     classes = load_class_map(folder / "classes.json")
     model, _ = build_model(cfg, len(classes), weights=None)
     load_weights(folder, model, meta.get("digests"))

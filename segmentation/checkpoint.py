@@ -2,15 +2,13 @@
 `weights_only=True`), `classes.json`, and `config.json` (training settings and input mean/std)."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from classification.checkpoint import check_files, load_weights, save_weights
+from classification.checkpoint import check_files, load_weights, read_config, save_weights
 from classification.data import load_class_map
-from classification.errors import InputError, first_line
 from classification.fileio import write_json
 from classification.transforms import channel_values
 from segmentation.config import SegConfig
@@ -40,14 +38,9 @@ def load_segmenter(folder: str | Path) -> Segmenter:
     """Rebuild the UNet from its config and load the weights (no pickle involved)."""
     folder = Path(folder)
     check_files(folder, "segmentation checkpoint")
-    try:
-        meta = json.loads((folder / "config.json").read_text())
-        cfg = SegConfig.from_dict(meta["segment"])
-        mean, std = channel_values(meta["data"]["mean"], "mean", 0.0), channel_values(meta["data"]["std"], "std", 1e-6)
-    except InputError as e:
-        raise InputError(f"checkpoint config {folder / 'config.json'}: {e}") from None
-    except (KeyError, TypeError, ValueError) as e:  # JSONDecodeError is a ValueError
-        raise InputError(f"checkpoint config {folder / 'config.json'} is unreadable: {first_line(e)}") from None
+    meta, (cfg, mean, std) = read_config(folder, lambda m: (SegConfig.from_dict(m["segment"]),
+                                                            channel_values(m["data"]["mean"], "mean", 0.0),
+                                                            channel_values(m["data"]["std"], "std", 1e-6)))
     classes = load_class_map(folder / "classes.json")
     model = create_segmenter(cfg.encoder, len(classes), None, cfg.decoder_channels())
     load_weights(folder, model, meta.get("digests"))
