@@ -16,14 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import faiss
 import numpy as np
 import pandas as pd
 
 from classification.data import ImageSet
 from embeddings.features import Embedder
 from embeddings.near import NearScore
-from embeddings.ood import KnnOOD
+from embeddings.ood import KnnOOD, knn_distance
 
 PERCENTILE_PARTS = ("knn", "near")
 
@@ -41,12 +40,8 @@ def percentile(calibration: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def nearest_similarity(ref: np.ndarray, x: np.ndarray, skip_self: bool = False) -> np.ndarray:
     """Cosine similarity of each unit row of x to its nearest row of ref (its own match skipped
-    when x is ref)."""
-    index = faiss.IndexFlatIP(ref.shape[1])
-    index.add(np.ascontiguousarray(ref, np.float32))
-    k = 1 + int(skip_self)
-    sims, _ = index.search(np.ascontiguousarray(x, np.float32), k)
-    return sims[:, k - 1]
+    when x is ref): on unit vectors, 1 - d^2 / 2 of the nearest Euclidean distance d."""
+    return 1 - knn_distance(ref, x, 1, exclude_self=skip_self) ** 2 / 2
 
 
 class OtherRule:
