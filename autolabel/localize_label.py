@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from autolabel.resume import clean_after
 from autolabel.settings import open_cache
 from classification.data import load_unlabeled
 from classification.errors import InputError
@@ -19,7 +20,7 @@ from classification.fileio import write_text
 from classification.locks import exclusive, run_lock
 from localization.config import LocalizeConfig
 from localization.data import BoxSet, load_boxes, pool_set
-from localization.labeling import STOPS, LabelSpec, Resumed, label_pool
+from localization.labeling import STOPS, LabelRun, LabelSpec, Resumed, label_pool
 from localization.labelset import LabelsetWriter
 from localization.labelstate import STATE_FILE, load_state, run_identity
 
@@ -69,7 +70,7 @@ def run_label(req: LabelRequest, on_trial: Callable = lambda record, outcome: No
             return LabelsetWriter(req.out, inputs.human, inputs.pool, req.spec, req.cfg, identity,
                                   saved.history).commit(saved.state, finished=True)
         if saved:
-            _clean_after(req.out, len(saved.history))
+            clean_after(req.out, len(saved.history), model_dir="model")
             req.echo(f"resuming {req.out} after trial {len(saved.history)}")
         return _run(req, inputs, identity, saved, on_trial)
 
@@ -87,7 +88,7 @@ def _run(req: LabelRequest, inputs: LabelInputs, identity: dict, saved: Resumed 
 
     try:
         labeled = label_pool(inputs.human, inputs.pool, req.cfg, open_cache(req.cache_dir), req.spec,
-                             truth=inputs.truth, progress=req.progress, on_trial=callback, resume=saved)
+                             LabelRun(inputs.truth, req.progress, callback, saved))
         metrics = writer.commit(labeled.state, finished=True)
     except BaseException as e:
         if tracker:
@@ -124,16 +125,6 @@ def _saved(req: LabelRequest, identity: dict) -> Resumed | None:
 def _done(saved: Resumed, spec: LabelSpec) -> bool:
     last = saved.history[-1] if saved.history else {}
     return last.get("stop") in STOPS or len(saved.history) >= spec.n_trials
-
-
-def _clean_after(out: Path, trial: int) -> None:
-    """Drop what a killed trial left beyond the last commit: later trials' CSVs, temp files."""
-    for csv in (out / "trials").glob("trial_*.csv"):
-        if csv.stem[6:].isdigit() and int(csv.stem[6:]) > trial:
-            csv.unlink()
-    for sub in (out, out / "trials", out / "model"):
-        for tmp in sub.glob(".*.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 def _tracker(req: LabelRequest, saved: Resumed | None):

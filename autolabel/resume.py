@@ -91,12 +91,13 @@ def _shown(value) -> str:
     return "unset" if value is None else brief(value)
 
 
-def clean_after(folder: Path, trial: int) -> None:
+def clean_after(folder: Path, trial: int, model_dir: str = "checkpoint") -> None:
     """Drop what a killed run left beyond its last commit: later trials' CSVs, temp files of
-    interrupted atomic writes. (The files ahead of state.json are rewritten by the redone trial.)"""
+    interrupted atomic writes (in the run folder, trials/ and the model folder). The files ahead
+    of state.json are rewritten by the redone trial."""
     for csv in (folder / "trials").glob("trial_*.csv"):
         if csv.stem[6:].isdigit() and int(csv.stem[6:]) > trial:
             csv.unlink()
-    for sub in (folder, folder / "trials", folder / "checkpoint"):
+    for sub in (folder, folder / "trials", folder / model_dir):
         for tmp in sub.glob(".*.tmp"):
             tmp.unlink(missing_ok=True)

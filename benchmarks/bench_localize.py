@@ -32,7 +32,7 @@ from localization.config import LocalizeConfig, load_localize_config
 from localization.data import BoxSet, load_boxes
 from localization.decision import BoxRule, propose
 from localization.heads import score
-from localization.labeling import LabelSpec, label_pool
+from localization.labeling import LabelRun, LabelSpec, label_pool
 from localization.pipeline import predict_views, train_localizer
 from localization.predict import predict_images
 from localization.views import EVAL, FLIP
@@ -118,7 +118,7 @@ def loop(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, threshold: float,
     """`autolabel localize label`'s loop (localization.labeling) on the human boxes and the pool,
     the pool's truth scoring what each trial accepts; test scores of the last trial's model."""
     start = time.perf_counter()
-    labeled = label_pool(sets["train"], sets["pool"], cfg, cache, LabelSpec(trials, threshold), truth=sets["pool"])
+    labeled = label_pool(sets["train"], sets["pool"], cfg, cache, LabelSpec(trials, threshold), LabelRun(truth=sets["pool"]))
     out = evaluate(labeled.trained, sets, cache)
     out.update(threshold=threshold, rounds=labeled.history, wall_seconds=time.perf_counter() - start,
                val_mean_iou=labeled.trained.result.best.get("val_mean_iou"))

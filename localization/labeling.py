@@ -99,12 +99,21 @@ class Labeled:
     history: list[dict] = field(default_factory=list)
 
 
+@dataclass
+class LabelRun:
+    """How one run of the loop goes, besides its data and settings."""
+    truth: BoxSet | None = None     # boxes for some pool images: only scores what was accepted
+    progress: bool = False
+    on_trial: Callable[[dict, TrialOutcome], None] = lambda record, outcome: None
+    resume: Resumed | None = None   # continue after these trials
+
+
 def label_pool(human: BoxSet, pool: BoxSet, cfg: LocalizeConfig, cache: FeatureCache, spec: LabelSpec,
-               truth: BoxSet | None = None, progress: bool = False,
-               on_trial: Callable[[dict, TrialOutcome], None] = lambda record, outcome: None,
-               resume: Resumed | None = None) -> Labeled:
-    """Run the loop (or continue it after `resume`'s trials); `truth` (boxes for some pool
-    images) only scores what was accepted. `Labeled.trained` is None when no trial was left to run."""
+               run: LabelRun | None = None) -> Labeled:
+    """Run the loop (or continue it after `run.resume`'s trials). `Labeled.trained` is None when
+    no trial was left to run."""
+    run = run or LabelRun()
+    truth, progress, resume = run.truth, run.progress, run.resume
     tr, va = split_validation(human, cfg.training.val_fraction, cfg.training.seed)
     train_set, val = human.subset(tr), human.subset(va)
     state = resume.state if resume else PoolState.empty(len(pool))
@@ -122,7 +131,7 @@ def label_pool(human: BoxSet, pool: BoxSet, cfg: LocalizeConfig, cache: FeatureC
                   "stop": stop_reason(new, state, trial, spec)}
         history.append(record)
         _logger.info("trial %d: %s", trial, record)
-        on_trial(record, TrialOutcome(trial, trained, prop, new, state))
+        run.on_trial(record, TrialOutcome(trial, trained, prop, new, state))
     return Labeled(trained, state, history)
 
 
