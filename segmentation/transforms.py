@@ -48,16 +48,26 @@ def decode_pairs(pairs: MaskSet, max_side: int | None, masks: list | None = None
         return list(pool.map(one, range(len(pairs))))
 
 
-def train_transform(size: int, mean, std, augment: str = "flips") -> A.Compose:
+def train_transform(size: int, mean, std, augment: str = "flips", seed: int | None = None) -> A.Compose:
     """Random `size` crops (reflect-padded when smaller), flips, and for `flips` also 90-degree
-    turns and a little brightness/contrast: surface defects have no up, down, left or right."""
+    turns and a little brightness/contrast: surface defects have no up, down, left or right.
+    `strong` (the pseudo-masks' pipeline in the loop) adds stronger contrast, blur, noise and
+    cut-out holes whose mask pixels become IGNORE: a student that must match its teacher's mask
+    through these learns more than one shown the teacher's own view again. albumentations draws
+    from its own generator, not numpy's: `seed` makes the draws, and so a fit, repeatable."""
     ops = [A.PadIfNeeded(min_height=size, min_width=size, border_mode=cv2.BORDER_REFLECT_101),
            A.RandomCrop(size, size), A.HorizontalFlip(p=0.5)]
+    if augment in ("flips", "strong"):
+        ops += [A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5)]
     if augment == "flips":
-        ops += [A.VerticalFlip(p=0.5), A.RandomRotate90(p=0.5),
-                A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5)]
+        ops.append(A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5))
+    if augment == "strong":
+        ops += [A.RandomBrightnessContrast(brightness_limit=0.3, contrast_limit=0.3, p=0.8),
+                A.GaussianBlur(sigma_limit=(0.1, 1.5), p=0.3), A.GaussNoise(std_range=(0.02, 0.08), p=0.3),
+                A.CoarseDropout(num_holes_range=(1, 3), hole_height_range=(0.1, 0.25),
+                                hole_width_range=(0.1, 0.25), fill=0, fill_mask=IGNORE, p=0.5)]
     ops.append(A.Normalize(mean=mean, std=std, max_pixel_value=255.0))
-    return A.Compose(ops)
+    return A.Compose(ops, seed=seed)
 
 
 def normalize(img: np.ndarray, mean, std) -> np.ndarray:

@@ -105,6 +105,31 @@ def test_joint_augmentation_keeps_image_and_mask_aligned(seg):
         assert np.array_equal(out["image"][..., 0] > 0, out["mask"] > 0)
 
 
+def test_strong_augmentation_cuts_holes_out_of_the_loss():
+    img, mask = np.full((160, 160, 3), 128, np.uint8), np.ones((160, 160), np.uint8)
+    transform = train_transform(128, (0.5,) * 3, (0.5,) * 3, augment="strong")
+    holes = 0
+    for _ in range(20):
+        out = transform(image=img, mask=mask)
+        assert out["image"].shape == (128, 128, 3) and set(np.unique(out["mask"])) <= {1, IGNORE}
+        cut = out["mask"] == IGNORE
+        holes += int(cut.any())
+        assert np.allclose(out["image"][cut], -1.0)  # the hole's black pixels, normalised
+    assert 0 < holes < 20
+
+
+def test_a_seeded_augmentation_repeats_its_draws():
+    img = np.arange(160 * 160 * 3, dtype=np.uint8).reshape(160, 160, 3)
+    mask = np.zeros((160, 160), np.uint8)
+
+    def draws(seed):
+        transform = train_transform(64, (0.5,) * 3, (0.5,) * 3, augment="strong", seed=seed)
+        return [transform(image=img, mask=mask)["image"] for _ in range(4)]
+
+    assert all(np.array_equal(a, b) for a, b in zip(draws(3), draws(3)))
+    assert not all(np.array_equal(a, b) for a, b in zip(draws(3), draws(4)))
+
+
 def test_masks_read_as_indices_and_padding(seg):
     mask = read_mask(next((seg / "masks").iterdir()))
     assert mask.dtype == np.uint8 and mask.shape == (200, 200) and mask.max() < 4
