@@ -83,6 +83,22 @@ def pseudo_mask(pred: np.ndarray, pixel_conf: np.ndarray, pixel_threshold: float
     return out
 
 
+def ignore_band(mask: np.ndarray, band: int) -> np.ndarray:
+    """`mask` with the pixels within `band` pixels of a boundary between its classes set to IGNORE:
+    a pseudo-mask's errors sit mostly on its boundaries, which the human masks then teach alone."""
+    if band <= 0:
+        return mask
+    import cv2
+
+    out, kernel = mask.copy(), np.ones((2 * band + 1, 2 * band + 1), np.uint8)
+    edge = np.zeros(mask.shape, bool)
+    for k in np.unique(mask[mask != IGNORE]):
+        region = (mask == k).astype(np.uint8)
+        edge |= (cv2.dilate(region, kernel) > 0) & (cv2.erode(region, kernel) == 0)
+    out[edge] = IGNORE
+    return out
+
+
 def accept(image_conf: np.ndarray, threshold: float) -> np.ndarray:
     """bool (N,): images whose confidence reaches `threshold`."""
     return np.asarray(image_conf, np.float64) >= threshold

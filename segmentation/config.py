@@ -12,6 +12,7 @@ from classification.registry import check_name
 from classification.runtime import RUNTIMES
 
 LOSS_NAMES = ("dicebce", "tversky", "cedice")  # kept here so a config is checked without torch
+AUGMENTS = ("flips", "light", "strong")
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,12 @@ class SegConfig:
     patience: int = 6                   # early stopping: epochs without a better validation mean IoU
     val_fraction: float = 0.15          # share of training pairs held out for validation
     augment: str = "flips"              # flips (flips + 90-degree turns + brightness) | light (h-flip only)
+                                        # | strong (flips + contrast, blur, noise, cut-out holes)
+    pseudo_augment: str = "strong"      # the pseudo-masks' pipeline in the loop (human masks: augment)
+    pseudo_share: float = 0.5           # share of training samples drawn from pseudo-masks (0: in
+                                        # proportion to their number)
+    pseudo_band: int = 2                # pseudo-mask pixels this close to a class boundary are left
+                                        # out of the loss (0: none)
     tta: bool = True                    # predict with the mean of the flipped views
     batches_per_epoch: int = 0          # 0: one pass over the training set; N: N batches (a fixed
                                         # budget per epoch whatever the set size, for the loop)
@@ -54,7 +61,8 @@ class SegConfig:
     def __post_init__(self):
         check_field_types(self)
         check_name("loss", self.loss, LOSS_NAMES)
-        check_name("augment", self.augment, ("flips", "light"))
+        check_name("augment", self.augment, AUGMENTS)
+        check_name("pseudo_augment", self.pseudo_augment, AUGMENTS)
         check_name("runtime", self.runtime, ("auto", *RUNTIMES))
         if self.size < 32 or self.size % 32:
             raise InputError(f"--size must be a multiple of 32 (the UNet's stride), got {self.size}")
@@ -62,11 +70,13 @@ class SegConfig:
             raise InputError(f"max_side must be at least 32, got {self.max_side}")
         check_positive(self, ("batch_size", "head_lr", "encoder_lr", "decoder_lr", "decoder_width"))
         check_non_negative(self, ("head_epochs", "epochs", "patience", "plateau_patience", "threads",
-                                  "workers", "batches_per_epoch"))
+                                  "workers", "batches_per_epoch", "pseudo_band"))
         if self.train_stages < -1:
             raise InputError(f"train_stages must be -1 (all) or >= 0, got {self.train_stages}")
         if self.head_epochs + self.epochs == 0:
             raise InputError("nothing to train: head_epochs and epochs are both 0")
+        if not 0 <= self.pseudo_share < 1:
+            raise InputError(f"pseudo_share must be in [0, 1), got {self.pseudo_share}")
         if not 0 <= self.val_fraction < 1:
             raise InputError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if not DEVICE.fullmatch(self.device):

@@ -21,6 +21,7 @@ from torch import nn
 
 from classification.config import resolve_device
 from classification.errors import InputError
+from segmentation.confidence import ignore_band
 from segmentation.config import SegConfig
 from segmentation.losses import create_loss
 from segmentation.metrics import confusion, scores
@@ -63,35 +64,29 @@ class _Run:
 
 
 def fit(cfg: SegConfig, train: Arrays, val: Arrays, classes: list[str], *,
-        init_state: dict | None = None, progress: bool = False,
+        pseudo: Arrays = (), progress: bool = False,
         on_epoch: EpochCallback | None = None) -> SegFitResult:
-    """Train on `train`, select on `val` (may be empty: the last epoch is then kept).
-
-    Args:
-        init_state: start from these weights (a previous fit's state dict) instead of the
-            pretrained encoder; the decoder stage is then skipped, as the decoder is trained.
-    """
-    if not train:
+    """Train on `train` (augmented with `cfg.augment`) and `pseudo` (pseudo-masks, augmented with
+    `cfg.pseudo_augment`), select on `val` (may be empty: the last epoch is then kept)."""
+    if not train and not pseudo:
         raise InputError("no training pairs")
     _seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
-    model = create_segmenter(cfg.encoder, len(classes), None if init_state else cfg.weights,
-                             cfg.decoder_channels())
-    if init_state is not None:
-        model.load_state_dict(init_state)
+    model = create_segmenter(cfg.encoder, len(classes), cfg.weights, cfg.decoder_channels())
     mean, std = input_stats(model)
     model = model.to(device=device, memory_format=torch.channels_last)
-    run = _Run(cfg, model, _loader(cfg, train, mean, std), val_batches(val, mean, std, cfg.batch_size),
+    run = _Run(cfg, model, _loader(cfg, train, pseudo, mean, std), val_batches(val, mean, std, cfg.batch_size),
                classes, device, [], on_epoch, progress)
-    if init_state is None and cfg.head_epochs:
+    if cfg.head_epochs:
         _stage(run, "decoder", cfg.head_epochs, [{"params": decoder_parameters(model), "lr": cfg.head_lr}])
     if cfg.epochs:
         enc = [p for m in encoder_parts(model, cfg.train_stages)[1] for p in m.parameters(recurse=False)]
         _stage(run, "full", cfg.epochs, [{"params": enc, "lr": cfg.encoder_lr},
                                          {"params": decoder_parameters(model), "lr": cfg.decoder_lr}])
-    return SegFitResult(model.cpu().eval(), mean, std, run.history, run.best, len(train), run.seconds)
+    return SegFitResult(model.cpu().eval(), mean, std, run.history, run.best, len(train) + len(pseudo),
+                        run.seconds)
 
 
 def _seed(seed: int) -> None:
@@ -100,11 +95,22 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _loader(cfg: SegConfig, train: Arrays, mean, std) -> torch.utils.data.DataLoader:
-    data = PairDataset(train, train_transform(cfg.size, mean, std, cfg.augment))
+def _loader(cfg: SegConfig, train: Arrays, pseudo: Arrays, mean, std) -> torch.utils.data.DataLoader:
+    parts = [PairDataset(train, train_transform(cfg.size, mean, std, cfg.augment, cfg.seed))]
+    if pseudo:
+        pseudo = [(img, ignore_band(mask, cfg.pseudo_band)) for img, mask in pseudo]
+        parts.append(PairDataset(pseudo, train_transform(cfg.size, mean, std, cfg.pseudo_augment,
+                                                         (cfg.seed + 1) % 2**32)))
+    data = torch.utils.data.ConcatDataset(parts)
     n = cfg.batches_per_epoch * cfg.batch_size or len(data)
     gen = torch.Generator().manual_seed(cfg.seed)
-    sampler = torch.utils.data.RandomSampler(data, num_samples=n, generator=gen)
+    if pseudo and train and cfg.pseudo_share:
+        # pseudo-masks drawn as `pseudo_share` of the samples however many there are, so the
+        # human masks keep their say as the accepted set grows
+        weights = [(1 - cfg.pseudo_share) / len(train)] * len(train) + [cfg.pseudo_share / len(pseudo)] * len(pseudo)
+        sampler = torch.utils.data.WeightedRandomSampler(weights, n, replacement=True, generator=gen)
+    else:
+        sampler = torch.utils.data.RandomSampler(data, num_samples=n, generator=gen)
     # a last batch of one image would give batch norm a single sample per channel
     return torch.utils.data.DataLoader(data, batch_size=cfg.batch_size, sampler=sampler,
                                        drop_last=n > cfg.batch_size, num_workers=cfg.workers,

@@ -175,10 +175,10 @@ def restore(run: LabelRun) -> None:
 
 def run_trial(run: LabelRun, trial: int, hooks: LabelHooks, progress: bool) -> dict:
     start = time.perf_counter()
-    train, val = training_arrays(run)
+    train, pseudo, val = training_arrays(run)
     on_epoch = (lambda r: hooks.on_epoch({**r, "trial": trial})) if hooks.on_epoch else None
     result = fit(run.cfg.with_(seed=(run.cfg.seed + trial - 1) % 2**32), train, val, run.human.classes,
-                 progress=progress, on_epoch=on_epoch)
+                 pseudo=pseudo, progress=progress, on_epoch=on_epoch)
     left = run.left
     conf, ok, ignored = np.zeros(len(left)), np.zeros(len(left), bool), []
     for j, probs in enumerate(predict_pool(run, result, left)):  # one image at a time: bounded memory
@@ -187,7 +187,7 @@ def run_trial(run: LabelRun, trial: int, hooks: LabelHooks, progress: bool) -> d
         if ok[j]:
             accept_one(run, left[j], masks[0], float(conf[j]), trial)
             ignored.append(float((masks[0] == IGNORE).mean()))
-    record = trial_record(run, trial, result, len(train), conf, ok, ignored)
+    record = trial_record(run, trial, result, len(train) + len(pseudo), conf, ok, ignored)
     record.update(accepted_stems=[run.pool.stems[left[j]] for j in np.flatnonzero(ok)],
                   seconds=round(time.perf_counter() - start, 3))
     run.records.append(record)
@@ -198,8 +198,8 @@ def run_trial(run: LabelRun, trial: int, hooks: LabelHooks, progress: bool) -> d
     return record
 
 
-def training_arrays(run: LabelRun) -> tuple[Arrays, Arrays]:
-    """(human training pairs + accepted pseudo-masks, human validation pairs), decoded once."""
+def training_arrays(run: LabelRun) -> tuple[Arrays, Arrays, Arrays]:
+    """(human training pairs, accepted pseudo-masks, human validation pairs), decoded once."""
     human_train, human_val = val_split(len(run.human), run.cfg.val_fraction, run.cfg.seed)
     need = [(s, img, m) for s, img, m in zip(run.human.stems, run.human.images, run.human.masks)]
     need += [(s, a["path"], a["mask"]) for s, a in sorted(run.accepted.items())]
@@ -208,9 +208,8 @@ def training_arrays(run: LabelRun) -> tuple[Arrays, Arrays]:
         pairs = MaskSet([x[0] for x in missing], [x[1] for x in missing], [x[2] for x in missing],
                         run.human.classes)
         run._arrays.update(zip(pairs.stems, decode_pairs(pairs, run.cfg.max_side)))
-    train = [run._arrays[run.human.stems[i]] for i in human_train]
-    train += [run._arrays[s] for s in sorted(run.accepted)]
-    return train, [run._arrays[run.human.stems[i]] for i in human_val]
+    return ([run._arrays[run.human.stems[i]] for i in human_train], [run._arrays[s] for s in sorted(run.accepted)],
+            [run._arrays[run.human.stems[i]] for i in human_val])
 
 
 def predict_pool(run: LabelRun, result: SegFitResult, rows: list[int]):

@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
+from classification.errors import InputError
 from segmentation.config import LOSS_NAMES, SegConfig
-from segmentation.confidence import IMAGE_RULES, accept, image_rule, mask_confidence, pseudo_mask
+from segmentation.confidence import IMAGE_RULES, accept, ignore_band, image_rule, mask_confidence, pseudo_mask
 from segmentation.data import IGNORE
 from segmentation.losses import LOSSES, create_loss
 from segmentation.metrics import confusion, image_iou, scores
@@ -95,8 +96,6 @@ def test_mask_confidence_and_pseudo_mask():
 
 
 def test_config_checks_at_the_boundary():
-    from classification.errors import InputError
-
     with pytest.raises(InputError, match="multiple of 32"):
         SegConfig(size=100)
     with pytest.raises(InputError, match="unknown loss"):
@@ -113,7 +112,8 @@ def test_shipped_configs_load():
 
     root = Path(__file__).resolve().parents[1] / "configs"
     cpu, gpu = load_seg_config(root / "segment.yaml"), load_seg_config(root / "segment_gpu.yaml", epochs=3)
-    assert cpu.device == "cpu" and cpu.train_stages == 1 and gpu.device == "cuda" and gpu.epochs == 3
+    assert cpu.device == "cpu" and cpu.train_stages == -1 and gpu.device == "cuda" and gpu.epochs == 3
+    assert cpu.pseudo_share == gpu.pseudo_share == 0.5 and cpu.pseudo_band == gpu.pseudo_band == 2
 
 
 def test_only_the_deepest_encoder_stages_train():
@@ -134,3 +134,32 @@ def test_pseudo_mask_scores_count_only_kept_pixels():
     s = pseudo_mask_scores([pseudo.astype(np.uint8)], [truth], CLASSES)
     assert s["pixels_kept"] == 0.75
     assert s["pseudo_miou"] == pytest.approx((1 / 2 + 0) / 2)  # a: tp 1, fp 1; b: fn 1
+
+
+def test_pseudo_masks_are_drawn_at_their_share_however_many_there_are():
+    from segmentation.engine import _loader
+
+    img, mask = np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), np.uint8)
+    human, pseudo = [(img, mask)] * 4, [(img, mask)] * 60
+    cfg = SegConfig(size=64, batch_size=8, batches_per_epoch=50, pseudo_share=0.5)
+    drawn = np.array(list(_loader(cfg, human, pseudo, (0.5,) * 3, (0.5,) * 3).sampler))
+    assert len(drawn) == 400 and 0.4 < (drawn < 4).mean() < 0.6  # humans are 6 % of the pairs
+    plain = np.array(list(_loader(cfg.with_(pseudo_share=0.0), human, pseudo, (0.5,) * 3, (0.5,) * 3).sampler))
+    assert (plain < 4).mean() < 0.15
+    with pytest.raises(InputError):
+        SegConfig(pseudo_share=1.0)
+    with pytest.raises(InputError):
+        SegConfig(pseudo_augment="wild")
+
+
+def test_boundary_band_leaves_only_sure_interiors_and_background():
+    mask = np.zeros((20, 20), np.uint8)
+    mask[5:15, 5:15] = 2
+    banded = ignore_band(mask, 2)
+    ring = np.zeros((20, 20), bool)
+    ring[3:17, 3:17], inner = True, np.zeros((20, 20), bool)
+    inner[7:13, 7:13] = True
+    assert np.array_equal(banded == IGNORE, ring & ~inner)  # 2 px either side of the boundary
+    assert (banded[inner] == 2).all() and banded[0, 0] == 0 and banded[19, 19] == 0
+    assert np.array_equal(ignore_band(mask, 0), mask)
+
