@@ -46,8 +46,8 @@ def stand_in(monkeypatch):
     every image): a patches square at 0.9 in sure background (0.97), with a top strip at 0.6."""
     fits = []
 
-    def fit(cfg, train, val, classes, progress=False, on_epoch=None, **_):
-        fits.append(len(train))
+    def fit(cfg, train, val, classes, pseudo=(), progress=False, on_epoch=None, **_):
+        fits.append((len(train), len(pseudo)))
         return SegFitResult(None, (0.5,) * 3, (0.5,) * 3, [], {"epoch": 0, "val_miou": 0.5}, len(train), 0.0)
 
     def predict_pool(run, result, rows):
@@ -91,8 +91,8 @@ def test_loop_accepts_and_records(data, sample, stand_in):
     assert all(0 < r["mean_confidence"] <= 1 and 0 <= r["pseudo_miou"] <= 1 for r in metrics["trials"])
     assert metrics["trials"][0]["truth_scored"] == 3
     assert metrics["trials"][0]["ignored_pixels"] == pytest.approx(10 / 200)  # the top strip
-    human_train = stand_in[0]
-    assert stand_in == [human_train, human_train + 3]  # trial 2 trains on the accepted pseudo-masks too
+    human_train = stand_in[0][0]
+    assert stand_in == [(human_train, 0), (human_train, 3)]  # trial 2 trains on the accepted pseudo-masks too
     assert run.finished and json.loads((out / "state.json").read_text())["trial"] == 2
     assert sorted(p.stem for p in (data / "masks").iterdir()) == sorted(HUMAN)  # inputs untouched
 
