@@ -187,7 +187,7 @@ def run_trial(run: LabelRun, trial: int, hooks: LabelHooks, progress: bool) -> d
         if ok[j]:
             accept_one(run, left[j], masks[0], float(conf[j]), trial)
             ignored.append(float((masks[0] == IGNORE).mean()))
-    record = trial_record(run, trial, result, len(train) + len(pseudo), conf, ok, ignored)
+    record = trial_record(run, trial, result, conf, ok, ignored)
     record.update(accepted_stems=[run.pool.stems[left[j]] for j in np.flatnonzero(ok)],
                   seconds=round(time.perf_counter() - start, 3))
     run.records.append(record)
@@ -236,10 +236,10 @@ def accept_one(run: LabelRun, i: int, mask: np.ndarray, conf: float, trial: int)
                           "trial": trial}
 
 
-def trial_record(run: LabelRun, trial: int, result: SegFitResult, n_train: int, conf: np.ndarray,
+def trial_record(run: LabelRun, trial: int, result: SegFitResult, conf: np.ndarray,
                  ok: np.ndarray, ignored: list[float]) -> dict:
     best = result.best or {}
-    record = {"trial": trial, "train_size": n_train, "predicted": int(len(conf)),
+    record = {"trial": trial, "train_size": result.n_train, "predicted": int(len(conf)),
               "accepted": int(ok.sum()), "accepted_total": len(run.accepted), "pool_left": len(run.left),
               "coverage": len(run.accepted) / len(run.pool),
               "mean_confidence": float(conf.mean()) if len(conf) else None,

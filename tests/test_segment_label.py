@@ -48,7 +48,8 @@ def stand_in(monkeypatch):
 
     def fit(cfg, train, val, classes, pseudo=(), progress=False, on_epoch=None, **_):
         fits.append((len(train), len(pseudo)))
-        return SegFitResult(None, (0.5,) * 3, (0.5,) * 3, [], {"epoch": 0, "val_miou": 0.5}, len(train), 0.0)
+        return SegFitResult(None, (0.5,) * 3, (0.5,) * 3, [], {"epoch": 0, "val_miou": 0.5},
+                            len(train) + len(pseudo), 0.0)
 
     def predict_pool(run, result, rows):
         for i in rows:
