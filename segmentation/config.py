@@ -38,6 +38,10 @@ class SegConfig:
     decoder_lr: float = 1e-3            # undid the decoder stage (neu_seg validation mean IoU 0.65 -> 0.62
                                         # after one epoch), so stage 2 fine-tunes at a tenth of it
     weight_decay: float = 0.0
+    ema: float = 0.99                   # decay of a moving average of the weights, which validation
+                                        # scores and the checkpoint keeps (0: the trained weights). It
+                                        # smooths the validation curve, so early stopping on a small
+                                        # validation set no longer ends a fit at a lucky epoch
     plateau_factor: float = 0.15        # ReduceLROnPlateau on validation loss (seed 002)
     plateau_patience: int = 2
     patience: int = 6                   # early stopping: epochs without a better validation mean IoU
@@ -75,6 +79,8 @@ class SegConfig:
             raise InputError(f"train_stages must be -1 (all) or >= 0, got {self.train_stages}")
         if self.head_epochs + self.epochs == 0:
             raise InputError("nothing to train: head_epochs and epochs are both 0")
+        if not 0 <= self.ema < 1:
+            raise InputError(f"ema must be in [0, 1), got {self.ema}")
         if not 0 <= self.pseudo_share < 1:
             raise InputError(f"pseudo_share must be in [0, 1), got {self.pseudo_share}")
         if not 0 <= self.val_fraction < 1:

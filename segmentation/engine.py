@@ -6,6 +6,7 @@
 2. `full`: the whole network, with separate encoder and decoder learning rates (seed 002).
 Each stage: Adam, ReduceLROnPlateau on validation loss, early stopping on validation mean IoU
 (defect classes); the weights of the best validation mean IoU over both stages are kept.
+With `cfg.ema`, validation scores a moving average of the weights, and that average is what is kept.
 """
 from __future__ import annotations
 
@@ -61,6 +62,11 @@ class _Run:
     best: dict | None = None
     best_state: dict | None = None
     seconds: float = 0.0
+    ema: nn.Module | None = None  # the stage's running average of the weights, when cfg.ema
+
+    def scored(self) -> nn.Module:
+        """The weights validation scores and the best checkpoint keeps: the average, if any."""
+        return self.model if self.ema is None else self.ema.module
 
 
 def fit(cfg: SegConfig, train: Arrays, val: Arrays, classes: list[str], *,
@@ -139,6 +145,7 @@ def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
     for m in frozen:
         m.requires_grad_(False)
     optimizer = torch.optim.Adam([g for g in groups if g["params"]], weight_decay=cfg.weight_decay)
+    run.ema = _average(model, cfg.ema)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.plateau_factor,
                                                        patience=cfg.plateau_patience)
     wait, stage_best = 0, -1.0
@@ -149,7 +156,7 @@ def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
         if run.on_epoch is not None:
             run.on_epoch(record)
         if run.best is None or not run.val or _better(record, run.best):
-            run.best, run.best_state = record, copy.deepcopy(model.state_dict())
+            run.best, run.best_state = record, copy.deepcopy(run.scored().state_dict())
         if not run.val:
             continue
         sched.step(record["val_loss"])
@@ -160,6 +167,7 @@ def _stage(run: _Run, stage: str, epochs: int, groups: list[dict]) -> None:
             break
     for p in model.parameters():
         p.requires_grad_(True)
+    run.ema = None
     model.load_state_dict(run.best_state)  # the next stage starts from the best weights so far
 
 
@@ -180,6 +188,8 @@ def _train_epoch(run: _Run, optimizer: torch.optim.Optimizer, frozen: list[nn.Mo
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if run.ema is not None:
+            run.ema.update_parameters(model)
         total, n = total + float(loss.detach()) * len(x), n + len(x)
     seconds = time.perf_counter() - start
     run.seconds += seconds
@@ -190,7 +200,7 @@ def _train_epoch(run: _Run, optimizer: torch.optim.Optimizer, frozen: list[nn.Mo
 def _evaluate(run: _Run) -> dict:
     if not run.val:
         return {"val_loss": float("nan"), "val_miou": float("nan"), "val_dice": float("nan")}
-    model, loss_fn, k = run.model.eval(), create_loss(run.cfg.loss), len(run.classes)
+    model, loss_fn, k = run.scored().eval(), create_loss(run.cfg.loss), len(run.classes)
     cm, total, n = np.zeros((k, k), np.int64), 0.0, 0
     for x, y in run.val:
         logits = model(x.to(run.device).contiguous(memory_format=torch.channels_last)).float()
@@ -199,6 +209,29 @@ def _evaluate(run: _Run) -> dict:
     s = scores(cm, run.classes)
     return {"val_loss": total / n, "val_miou": s["miou"], "val_dice": s["dice"],
             "val_miou_all": s["miou_all"]}
+
+
+def _average(model: nn.Module, decay: float) -> nn.Module | None:
+    """A moving average of the weights and batch-norm statistics (None for decay 0)."""
+    if not decay:
+        return None
+    from torch.optim.swa_utils import AveragedModel
+
+    return AveragedModel(model, multi_avg_fn=_ema_update(decay), use_buffers=True)
+
+
+def _ema_update(decay: float):
+    """Exponential moving average whose decay warms up as (1 + n) / (10 + n) to `decay`, so
+    the average follows the weights in a short fit instead of lagging behind its first steps."""
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor) -> None:
+        d = min(decay, (1 + float(n)) / (10 + float(n)))
+        if torch.is_floating_point(averaged[0]):
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:  # integer counters (batch norm's num_batches_tracked) follow the model
+            for a, c in zip(averaged, current, strict=True):
+                a.copy_(c)
+    return update
 
 
 def _better(a: dict, b: dict) -> bool:

@@ -114,6 +114,28 @@ def test_shipped_configs_load():
     cpu, gpu = load_seg_config(root / "segment.yaml"), load_seg_config(root / "segment_gpu.yaml", epochs=3)
     assert cpu.device == "cpu" and cpu.train_stages == -1 and gpu.device == "cuda" and gpu.epochs == 3
     assert cpu.pseudo_share == gpu.pseudo_share == 0.5 and cpu.pseudo_band == gpu.pseudo_band == 2
+    assert cpu.ema == gpu.ema == 0.99
+
+
+def test_weight_average_warms_up_and_counters_follow_the_model():
+    from segmentation.engine import _average
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    avg = _average(model, 0.99)
+    start = avg.module[0].weight.detach().clone()
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+        model[1].num_batches_tracked.fill_(7)
+    avg.update_parameters(model)  # the first update copies the weights
+    with torch.no_grad():
+        model[0].weight.add_(1.0)
+    avg.update_parameters(model)  # n = 1: decay (1 + 1) / (10 + 1), not 0.99
+    step = (avg.module[0].weight - start - 1.0).detach()
+    assert torch.allclose(step, torch.full_like(step, 1 - 2 / 11))
+    assert int(avg.module[1].num_batches_tracked) == 7
+    assert _average(model, 0.0) is None
+    with pytest.raises(InputError, match="ema"):
+        SegConfig(ema=1.0)
 
 
 def test_only_the_deepest_encoder_stages_train():
