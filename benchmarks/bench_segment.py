@@ -53,6 +53,8 @@ def parse_args():
     p.add_argument("--encoder-lr", type=float, default=1e-4)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
     p.add_argument("--ema", type=float, default=0.99, help="decay of the weights' moving average (0: none)")
+    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better val mIoU")
+    p.add_argument("--plateau-patience", type=int, default=5, help="ReduceLROnPlateau patience")
     p.add_argument("--fraction", type=float, default=0.1, help="share of train masks the 10 %% rows keep")
     p.add_argument("--batches", type=int, default=20,
                    help="batches per epoch for the 10 %% row and every loop fit (one size of epoch for any set)")
@@ -80,7 +82,8 @@ def load(args) -> dict:
 def config(args, epochs: int) -> SegConfig:
     return SegConfig(size=args.size, batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=epochs,
                      train_stages=args.train_stages, head_lr=args.head_lr, encoder_lr=args.encoder_lr,
-                     decoder_lr=args.decoder_lr, threads=args.threads, val_fraction=0.0, patience=5, tta=True, ema=args.ema)
+                     decoder_lr=args.decoder_lr, threads=args.threads, val_fraction=0.0, patience=args.patience,
+                     plateau_patience=args.plateau_patience, tta=True, ema=args.ema)
 
 
 def cached_fit(name: str, cfg: SegConfig, train, val, classes, pseudo=(), key_extra=None) -> tuple[Segmenter, dict]:
