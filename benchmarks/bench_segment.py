@@ -52,9 +52,9 @@ def parse_args():
     p.add_argument("--head-lr", type=float, default=1e-2)
     p.add_argument("--encoder-lr", type=float, default=1e-4)
     p.add_argument("--decoder-lr", type=float, default=1e-3)
-    p.add_argument("--ema", type=float, default=0.99, help="decay of the weights' moving average (0: none)")
-    p.add_argument("--patience", type=int, default=10, help="early stopping: epochs without a better val mIoU")
-    p.add_argument("--plateau-patience", type=int, default=5, help="ReduceLROnPlateau patience")
+    p.add_argument("--ema", type=float, default=SegConfig.ema, help="decay of the weights' moving average (0: none)")
+    p.add_argument("--patience", type=int, default=SegConfig.patience, help="early stopping: epochs without a better val mIoU")
+    p.add_argument("--plateau-patience", type=int, default=SegConfig.plateau_patience, help="ReduceLROnPlateau patience")
     p.add_argument("--fraction", type=float, default=0.1, help="share of train masks the 10 %% rows keep")
     p.add_argument("--batches", type=int, default=20,
                    help="batches per epoch for the 10 %% row and every loop fit (one size of epoch for any set)")
