@@ -113,7 +113,7 @@ def test_shipped_configs_load():
     root = Path(__file__).resolve().parents[1] / "configs"
     cpu, gpu = load_seg_config(root / "segment.yaml"), load_seg_config(root / "segment_gpu.yaml", epochs=3)
     assert cpu.device == "cpu" and cpu.train_stages == -1 and gpu.device == "cuda" and gpu.epochs == 3
-    assert cpu.pseudo_share == gpu.pseudo_share == 0.5 and cpu.pseudo_band == gpu.pseudo_band == 2
+    assert cpu.pseudo_share == gpu.pseudo_share == 0.5 and cpu.pseudo_band == gpu.pseudo_band == 0
     assert cpu.ema == gpu.ema == 0.99
 
 
