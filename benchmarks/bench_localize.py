@@ -8,7 +8,7 @@ views per second of optimisation), inference img/s and ms per image eager agains
 
 Run:  nice -n 10 python benchmarks/bench_localize.py [--config configs/localize/v3.yaml]
           [--data /work/shared/data/pets_boxes] [--cache-dir /work/cache-loc] [--rows a,b] [--seed 0]
-          [--thresholds 0.9,0.8] [--trials 3] [--seeds 5]
+          [--thresholds 0.9,0.8] [--trials 3] [--teachers 5] [--seeds 5]
 The 20 % rows (`boxes_20`, `loop_20`) also train with training seeds 1 .. --seeds - 1 (each loop
 choosing its threshold on validation, as seed 0 does) and report the mean and spread of their test
 mean IoU: on 51 training images one seed's fit is a draw, not the method.
@@ -65,6 +65,7 @@ def parse_args():
     p.add_argument("--thresholds", default="0.9,0.8", help="loop thresholds (class confidence and box agreement), "
                    "comma-separated: one loop each, the best on test reported")
     p.add_argument("--trials", type=int, default=3)
+    p.add_argument("--teachers", type=int, default=LabelSpec.teachers, help="the loop's heads per trial")
     p.add_argument("--seeds", type=int, default=5, help="training seeds for the 20 %% rows (mean and spread reported)")
     return p.parse_args()
 
@@ -118,14 +119,13 @@ def supervised(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, timing: boo
     return trained, out
 
 
-def loop(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, threshold: float, trials: int,
-         timing: bool = True) -> dict:
+def loop(cfg: LocalizeConfig, sets: dict, cache: FeatureCache, spec: LabelSpec, timing: bool = True) -> dict:
     """`autolabel localize label`'s loop (localization.labeling) on the human boxes and the pool,
     the pool's truth scoring what each trial accepts; test scores of the last trial's model."""
     start = time.perf_counter()
-    labeled = label_pool(sets["train"], sets["pool"], cfg, cache, LabelSpec(trials, threshold), LabelRun(truth=sets["pool"]))
+    labeled = label_pool(sets["train"], sets["pool"], cfg, cache, spec, LabelRun(truth=sets["pool"]))
     out = evaluate(labeled.trained, sets, cache, timing)
-    out.update(threshold=threshold, rounds=labeled.history, wall_seconds=time.perf_counter() - start,
+    out.update(threshold=spec.threshold, rounds=labeled.history, wall_seconds=time.perf_counter() - start,
                val_mean_iou=labeled.trained.result.best.get("val_mean_iou"))
     return out
 
@@ -166,7 +166,8 @@ def one_fit(name: str, cfg: LocalizeConfig, sets: dict, cache: FeatureCache, arg
         if timing and "pool" in sets:
             out["rule_table"] = rule_table(trained, sets, cache)
         return out
-    runs = [loop(cfg, sets, cache, float(t), args.trials, timing) for t in args.thresholds.split(",")]
+    runs = [loop(cfg, sets, cache, LabelSpec(args.trials, float(t), args.teachers), timing)
+            for t in args.thresholds.split(",")]
     best = max(runs, key=lambda r: r["val_mean_iou"])  # chosen on validation, never on the test split
     return {**best, "all_thresholds": [{k: r[k] for k in ("threshold", "mean_iou", "rounds")} for r in runs]}
 
@@ -192,7 +193,7 @@ def main() -> None:
         overrides, share, labels = ROWS[name]
         cfg = row_config(base, overrides).to_dict()
         # rows that resolve to the same run (the recipe is also one of box_weight_*, unfreeze_*) run once
-        what = [cfg, share, labels, args.seed] + ([args.thresholds, args.trials] if name == "loop_20" else [])
+        what = [cfg, share, labels, args.seed] + ([args.thresholds, args.trials, args.teachers] if name == "loop_20" else [])
         what += [args.seeds] if share < 1 else []
         key = hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=6).hexdigest()
         path = RESULTS / "localize" / f"{name}.json"

@@ -1,6 +1,9 @@
 """The pseudo-box loop: each trial trains on the human boxes and the pseudo-boxes accepted so far,
 predicts the rest of the pool with flip test-time augmentation, and accepts an image when its
-class confidence and the agreement (IoU) of its two views' boxes both reach the threshold.
+class confidence and the agreement (IoU) of its views' boxes both reach the threshold.
+A trial trains `teachers` heads on the same data with consecutive seeds (the frozen trunk's maps
+are shared, so each costs only its heads' fit): the pseudo-box is the mean over every teacher's
+plain and mirrored view, and all those boxes must agree. The first teacher is the trial's model.
 Accepted images keep the label, box and trial that accepted them; the loop stops after
 `n_trials`, or earlier when a trial accepts nothing or the pool is used up (the record's "stop").
 A loop resumes from the state and records of its completed trials (`Resumed`): the trials after
@@ -11,7 +14,7 @@ Validation (the best epoch) comes from human boxes only, the same images in ever
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -33,11 +36,14 @@ _logger = logging.getLogger(__name__)
 class LabelSpec:
     n_trials: int = 3
     threshold: float = 0.9   # both the class confidence and the views' box IoU must reach it
+    teachers: int = 1        # heads trained per trial (seeds seed .. seed + teachers - 1)
 
     def __post_init__(self):
         check_field_types(self)
         if self.n_trials < 1:
             raise InputError(f"--n-trials must be at least 1, got {self.n_trials}")
+        if self.teachers < 1:
+            raise InputError(f"--teachers must be at least 1, got {self.teachers}")
         if not 0 <= self.threshold <= 1:
             raise InputError(f"--threshold must be in [0, 1], got {self.threshold}")
 
@@ -123,8 +129,9 @@ def label_pool(human: BoxSet, pool: BoxSet, cfg: LocalizeConfig, cache: FeatureC
         if history and history[-1].get("stop") in STOPS:
             break
         data = train_set.concat(pseudo_boxes(pool, state))
-        trained = train_localizer(data, cfg, cache, progress, val=val)
-        prop, new = accept(trained, pool, state, rule, trial, cache, progress)
+        teachers = [train_localizer(data, seeded(cfg, i), cache, progress, val=val) for i in range(spec.teachers)]
+        prop, new = accept(teachers, pool, state, rule, trial, cache, progress)
+        trained = teachers[0]
         record = {"trial": trial, "n_train": len(data), "accepted": int(new.sum()),
                   "accepted_total": int(state.accepted.sum()), "pool": len(pool),
                   "best_epoch": trained.result.best, **audit(pool, state, truth),
@@ -153,12 +160,20 @@ def pseudo_boxes(pool: BoxSet, state: PoolState) -> BoxSet:
     return pool.subset(acc).with_boxes(state.labels[acc], state.boxes[acc])
 
 
-def accept(trained: Trained, pool: BoxSet, state: PoolState, rule: BoxRule, trial: int,
+def seeded(cfg: LocalizeConfig, offset: int) -> LocalizeConfig:
+    """`cfg` with its training seed moved by `offset` (0: `cfg` itself)."""
+    if offset == 0:
+        return cfg
+    return replace(cfg, training=replace(cfg.training, seed=(cfg.training.seed + offset) % 2**32))
+
+
+def accept(teachers: list[Trained], pool: BoxSet, state: PoolState, rule: BoxRule, trial: int,
            cache: FeatureCache, progress: bool) -> tuple[Proposal, np.ndarray]:
-    """Predict the pool (plain and mirrored view), record the images `rule` accepts for the first
-    time in `state`; return the proposal and their mask."""
-    pred = predict_views(trained, pool.images, cache, views=[EVAL, FLIP], progress=progress)
-    prop = propose(pred.probs, pred.boxes, pred.ok, rule)
+    """Predict the pool (plain and mirrored view of every teacher), record the images `rule`
+    accepts for the first time in `state`; return the proposal and their mask."""
+    preds = [predict_views(t, pool.images, cache, views=[EVAL, FLIP], progress=progress) for t in teachers]
+    probs, boxes = (np.concatenate([getattr(p, k) for p in preds]) for k in ("probs", "boxes"))
+    prop = propose(probs, boxes, preds[0].ok, rule)
     new = prop.accepted & ~state.accepted
     state.labels[new], state.boxes[new] = prop.labels[new], prop.boxes[new]
     state.confidence[new], state.agreement[new] = prop.confidence[new], prop.agreement[new]

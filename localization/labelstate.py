@@ -3,7 +3,7 @@ sealed with the SHA-256 of its own content) after each trial's other files, so a
 anywhere continues after its last completed trial (`autolabel localize label --resume`).
 
     format     STATE_FORMAT
-    settings   what the labels depend on: the threshold and the resolved config (not the trial
+    settings   what the labels depend on: the threshold, the teachers and the resolved config (not the trial
                budget: a resumed loop may run more trials)
     inputs     SHA-256 of the human boxes, of the pool and of --truth (paths, contents, labels, boxes)
     trial      the last completed trial; history: its records; pool: the PoolState after it
@@ -41,7 +41,7 @@ def box_digest(data: BoxSet | None) -> str | None:
 
 def run_identity(human: BoxSet, pool: BoxSet, truth: BoxSet | None, spec: LabelSpec, cfg: LocalizeConfig) -> dict:
     """The settings and inputs a saved loop must share with the one that continues it."""
-    return {"settings": {"threshold": spec.threshold, "config": cfg.to_dict()},
+    return {"settings": {"threshold": spec.threshold, "teachers": spec.teachers, "config": cfg.to_dict()},
             "inputs": {"human boxes (--data)": box_digest(human), "pool (--data-raw)": box_digest(pool),
                        "truth (--truth)": box_digest(truth)}}
 

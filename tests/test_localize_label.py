@@ -75,9 +75,29 @@ def test_accepted_boxes_train_the_next_trial(cache_dir, monkeypatch):
     assert list(got.state.trial[:3]) == [1, 2, 0] and np.isnan(got.state.boxes[2]).all()
 
 
+def test_every_teacher_gives_two_views_and_the_first_is_the_model(cache_dir, monkeypatch):
+    """Three teachers per trial: the rule sees their plain and mirrored views (6), and the trial's
+    model is the teacher with the config's own seed."""
+    real, views = labeling.propose, []
+
+    def spy(probs, boxes, ok, rule):
+        views.append((len(probs), len(boxes)))
+        return real(probs, boxes, ok, rule)
+
+    monkeypatch.setattr(labeling, "propose", spy)
+    human = load_boxes(SAMPLE / "labels.csv")
+    pool = pool_set(load_unlabeled(SAMPLE / "images"), human.images)
+    cfg = LocalizeConfig.from_dict(TINY)
+    got = label_pool(human, pool, cfg, FeatureCache(cache_dir), LabelSpec(1, 0.5, teachers=3))
+    assert views == [(6, 6)]
+    assert got.trained.cfg.training.seed == cfg.training.seed
+    assert labeling.seeded(cfg, 2).training.seed == cfg.training.seed + 2
+
+
 @pytest.mark.parametrize("args,message", [
     (["--threshold", "1.5"], "--threshold must be in [0, 1], got 1.5"),
     (["--n-trials", "0"], "--n-trials must be at least 1, got 0"),
+    (["--teachers", "0"], "--teachers must be at least 1, got 0"),
     (["--data-raw", SAMPLE / "labels.csv"], "no pool images"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, message):

@@ -101,7 +101,9 @@ def label(
                              "trials/trial_NN.csv, state.json."),
     n_trials: int = typer.Option(3, "--n-trials", help="Trials (train, predict the pool, accept)."),
     threshold: float = typer.Option(0.9, "--threshold", help="Accept an image when its class confidence and "
-                                    "the IoU of its plain and mirrored views' boxes both reach this."),
+                                    "the IoU of its views' boxes (plain and mirrored, every teacher) both reach this."),
+    teachers: int = typer.Option(LabelSpec.teachers, "--teachers", help="Heads trained per trial with consecutive "
+                                 "seeds; the pseudo-box is their views' mean and all their boxes must agree."),
     truth: Optional[Path] = typer.Option(None, help="Box CSV of pool images: report class precision and mean "
                                          "IoU of what was accepted (never trained on)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last completed "
@@ -116,7 +118,7 @@ def label(
     experiment: Optional[str] = EXPERIMENT,
 ):
     """Pseudo-box loop: train on human + accepted boxes, predict the pool with flip TTA, accept, repeat."""
-    spec = LabelSpec(n_trials=n_trials, threshold=threshold)
+    spec = LabelSpec(n_trials=n_trials, threshold=threshold, teachers=teachers)
     cfg = load_localize_config(config).with_flags(model=model, epochs=epochs, seed=seed)
     req = LabelRequest(data, data_raw, out, spec, cfg, truth=truth, cache_dir=cache_dir, resume=resume,
                        tracking=tracking_choice(mlflow, tracking_uri, experiment, ctx.find_root().params), progress=progress_enabled(),
