@@ -5,6 +5,7 @@ what it labelled. Test mean IoU over the defect classes, Dice, training and infe
 
 Run:  OMP_NUM_THREADS=2 python benchmarks/bench_segment.py [--data DIR] [--quick]
           [--head-epochs 4] [--epochs 12] [--epochs-10 40] [--batches 20] [--trials 3] [--threshold 0.9]
+          [--rows sup100,sup10,loop] [--seed 0]
 Each finished row is kept in benchmarks/results/bench_segment/ (weights + JSON) and the loop's run
 folder resumes, so a rerun with the same settings picks up where a killed one stopped. Writes
 benchmarks/results/bench_segment.json and prints markdown tables.
@@ -63,6 +64,8 @@ def parse_args():
     p.add_argument("--threshold", type=float, default=0.9, help="image confidence to accept a pseudo-mask")
     p.add_argument("--rows", default="sup100,sup10,loop")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0, help="training seed: initialisation, batches and the 10 %% "
+                   "rows' validation images (the human masks stay the same)")
     return p.parse_args()
 
 
@@ -83,7 +86,7 @@ def config(args, epochs: int) -> SegConfig:
     return SegConfig(size=args.size, batch_size=args.batch_size, head_epochs=args.head_epochs, epochs=epochs,
                      train_stages=args.train_stages, head_lr=args.head_lr, encoder_lr=args.encoder_lr,
                      decoder_lr=args.decoder_lr, threads=args.threads, val_fraction=0.0, patience=args.patience,
-                     plateau_patience=args.plateau_patience, tta=True, ema=args.ema)
+                     plateau_patience=args.plateau_patience, tta=True, ema=args.ema, seed=args.seed)
 
 
 def cached_fit(name: str, cfg: SegConfig, train, val, classes, pseudo=(), key_extra=None) -> tuple[Segmenter, dict]:
