@@ -113,8 +113,14 @@ class Chromium:
 
     # -- what a test does ----------------------------------------------------------------------
     def open(self, url: str) -> None:
+        """Navigate and wait until the *new* document has loaded: a load event left over from the
+        page before (or the old document still answering) does not count."""
+        self.eval("window.__cdpLeaving = true")
         self.call("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
+        while True:
+            self.wait_event("Page.loadEventFired")
+            if self.eval("window.__cdpLeaving === undefined && document.readyState === 'complete'"):
+                return
 
     def eval(self, expression: str):
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True)
