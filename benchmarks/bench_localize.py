@@ -35,7 +35,7 @@ from localization.config import LocalizeConfig, load_localize_config
 from localization.data import BoxSet, load_boxes
 from localization.decision import BoxRule, propose
 from localization.heads import score
-from localization.labeling import LabelRun, LabelSpec, label_pool
+from localization.labeling import LabelRun, LabelSpec, label_pool, seeded
 from localization.pipeline import predict_views, train_localizer
 from localization.predict import predict_images
 from localization.views import EVAL, FLIP
@@ -63,7 +63,7 @@ def parse_args():
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--thresholds", default="0.9,0.8", help="loop thresholds (class confidence and box agreement), "
-                   "comma-separated: one loop each, the best on test reported")
+                   "comma-separated: one loop each, the one best on validation reported")
     p.add_argument("--trials", type=int, default=3)
     p.add_argument("--teachers", type=int, default=LabelSpec.teachers, help="the loop's heads per trial")
     p.add_argument("--seeds", type=int, default=5, help="training seeds for the 20 %% rows (mean and spread reported)")
@@ -151,8 +151,7 @@ def run_row(name: str, base: LocalizeConfig, args, cache: FeatureCache) -> dict:
     sets = splits(load_boxes(Path(args.data) / labels), share, args.seed)
     out = one_fit(name, cfg, sets, cache, args)
     if share < 1:
-        more = [one_fit(name, row_config(base, {**overrides, "training.seed": s}), sets, cache, args, timing=False)
-                for s in range(1, args.seeds)]
+        more = [one_fit(name, seeded(cfg, s), sets, cache, args, timing=False) for s in range(1, args.seeds)]
         ious = [out["mean_iou"]] + [r["mean_iou"] for r in more]
         out.update(seed_mean_iou=ious, mean_iou_seeds=float(np.mean(ious)), mean_iou_sd=float(np.std(ious)),
                    accuracy_seeds=float(np.mean([out["accuracy"]] + [r["accuracy"] for r in more])))
@@ -173,8 +172,8 @@ def one_fit(name: str, cfg: LocalizeConfig, sets: dict, cache: FeatureCache, arg
 
 
 def table(rows: dict) -> str:
-    cols = [("accuracy", ".3f"), ("mean_iou", ".3f"), ("mean_iou_seeds", ".3f"), ("mean_iou_sd", ".3f"), ("mean_iou_tta", ".3f"), ("iou50", ".3f"),
-            ("mean_box_iou", ".3f"), ("n_train", "d"), ("train_img_s", ".0f"), ("torch_img_s", ".1f"),
+    cols = [("accuracy", ".3f"), ("mean_iou", ".3f"), ("mean_iou_seeds", ".3f"), ("mean_iou_sd", ".3f"),
+            ("mean_iou_tta", ".3f"), ("iou50", ".3f"), ("mean_box_iou", ".3f"), ("n_train", "d"), ("train_img_s", ".0f"), ("torch_img_s", ".1f"),
             ("onnx_img_s", ".1f"), ("torch_ms", ".1f"), ("onnx_ms", ".1f"), ("wall_seconds", ".0f")]
     lines = ["| row | " + " | ".join(c for c, _ in cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for name, r in rows.items():
